@@ -1,0 +1,49 @@
+# qkvcourse: `make book` builds the book, `make test` runs every test (nbval over
+# every notebook included). Both create the virtual environment .venv when it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is installed first and pinned: an unpinned torch pulls several GB of CUDA
+# packages on a machine without a GPU. Override on a GPU machine, e.g.
+#   make test TORCH="torch"
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.qkvcourse-installed
+export MPLBACKEND := Agg
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: setup book test test-unit test-notebooks bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test,book]"
+	# d2l is a test reference only; its pins (numpy 1.23, pandas 2.0...) break modern
+	# environments, so it is installed without its dependencies.
+	$(BIN)/python -m pip install -q --no-deps "d2l==1.0.3"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+setup: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "Book: _build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests -p no:cacheprovider
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_attention.py
+
+clean:
+	rm -rf _build $(VENV)

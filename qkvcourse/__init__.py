@@ -1,0 +1,41 @@
+"""qkvcourse: the reusable code of the attention course.
+
+The package is organised in the order the course teaches:
+
+- ``masking``     masks and the masked softmax (chapter 3)
+- ``attention``   scaled dot-product and additive attention (chapters 1, 3)
+- ``pooling``     Nadaraya–Watson attention pooling (chapter 2)
+- ``multihead``   multi-head attention (chapter 5)
+- ``positional``  sinusoidal, learned and rotary positions (chapter 6)
+- ``plotting``, ``utils``  figures, devices, seeding
+
+Mask convention everywhere: a boolean mask is True where a query may attend.
+
+    >>> import qkvcourse as qc
+    >>> attention = qc.MultiHeadAttention(num_hiddens=32, num_heads=4)
+"""
+from .attention import (AdditiveAttention, DotProductAttention, attention_backend,
+                        attention_reference, scaled_dot_product_attention, use_fused_path)
+from .masking import causal_mask, masked_softmax, valid_lens_to_mask
+from .multihead import (MultiHeadAttention, merge_heads, split_heads, transpose_output,
+                        transpose_qkv)
+from .plotting import plot, show_heatmaps
+from .pooling import (KERNELS, NadarayaWatson, fit_bandwidth, leave_one_out_mask,
+                      make_regression_data, nadaraya_watson, target_function)
+from .positional import (LearnedPositionalEncoding, PositionalEncoding, RotaryEmbedding,
+                         sinusoidal_table)
+from .utils import (available_devices, check_shape, get_device, num_parameters, seed_everything,
+                    time_function)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdditiveAttention", "DotProductAttention", "KERNELS", "LearnedPositionalEncoding",
+    "MultiHeadAttention", "NadarayaWatson", "PositionalEncoding", "RotaryEmbedding",
+    "attention_backend", "attention_reference", "available_devices", "causal_mask",
+    "check_shape", "fit_bandwidth", "get_device", "leave_one_out_mask", "make_regression_data",
+    "masked_softmax", "merge_heads", "nadaraya_watson", "num_parameters", "plot",
+    "scaled_dot_product_attention", "seed_everything", "show_heatmaps", "sinusoidal_table",
+    "split_heads", "target_function", "time_function", "transpose_output", "transpose_qkv",
+    "use_fused_path", "valid_lens_to_mask",
+]

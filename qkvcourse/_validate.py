@@ -1,0 +1,108 @@
+"""Argument checks shared by every layer.
+
+Each check raises an error that names the argument and the shape (or dtype, or
+value) it received, so that a learner who passes a tensor of the wrong rank
+finds out *which* tensor, and *what* it looked like, instead of reading a
+broadcasting error from deep inside ``torch.bmm``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def shape_str(x: Tensor) -> str:
+    """``(2, 3, 4)`` for a tensor of that shape."""
+    return str(tuple(x.shape))
+
+
+def check_tensor(name: str, x, *, ndim: int | Sequence[int] | None = None) -> None:
+    """Raise ``TypeError`` if ``x`` is not a tensor, ``ValueError`` for a wrong rank."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is None:
+        return
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if x.dim() not in allowed:
+        want = " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{name} must be {want}, got shape {shape_str(x)} ({x.dim()}-D)")
+
+
+def check_floating(name: str, x: Tensor) -> None:
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating-point dtype, got {x.dtype} with shape {shape_str(x)}"
+        )
+
+
+def check_same_dtype(**tensors: Tensor) -> None:
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
+        raise TypeError(f"dtypes must match, got {listed}")
+
+
+def check_same_device(**tensors: Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{n}: {d}" for n, d in devices.items())
+        raise ValueError(f"tensors must be on one device, got {listed}")
+
+
+def check_dim_match(name_a: str, a: Tensor, dim_a: int, name_b: str, b: Tensor, dim_b: int,
+                    what: str) -> None:
+    """Require ``a.shape[dim_a] == b.shape[dim_b]``; ``what`` names the size (e.g. 'batch size')."""
+    if a.shape[dim_a] != b.shape[dim_b]:
+        raise ValueError(
+            f"{what} of {name_a} and {name_b} differ: {name_a} has shape {shape_str(a)}, "
+            f"{name_b} has shape {shape_str(b)}"
+        )
+
+
+def check_valid_lens(valid_lens, batch_size: int, num_queries: int, num_keys: int,
+                     scores_name: str = "X") -> None:
+    """Check d2l-style ``valid_lens``: 1-D ``(B,)`` or 2-D ``(B, Q)``, integers in ``[0, K]``."""
+    check_tensor("valid_lens", valid_lens, ndim=(1, 2))
+    if valid_lens.dtype == torch.bool or valid_lens.is_floating_point() or valid_lens.is_complex():
+        hint = " (pass a boolean mask as mask=/attn_mask=, not valid_lens)" \
+            if valid_lens.dtype == torch.bool else ""
+        raise TypeError(
+            f"valid_lens must have an integer dtype, got {valid_lens.dtype} "
+            f"with shape {shape_str(valid_lens)}{hint}"
+        )
+    expected = (batch_size,) if valid_lens.dim() == 1 else (batch_size, num_queries)
+    if tuple(valid_lens.shape) != expected:
+        raise ValueError(
+            f"valid_lens has shape {shape_str(valid_lens)} but {scores_name} has "
+            f"{batch_size} batch rows and {num_queries} queries, so valid_lens must have shape "
+            f"({batch_size},) or ({batch_size}, {num_queries})"
+        )
+    if valid_lens.numel():
+        lo, hi = int(valid_lens.min()), int(valid_lens.max())
+        if lo < 0 or hi > num_keys:
+            raise ValueError(
+                f"valid_lens must lie in [0, {num_keys}] (the number of keys), "
+                f"got values from {lo} to {hi}"
+            )
+
+
+def check_mask(name: str, mask: Tensor, target_shape: Sequence[int], *,
+               allow_float: bool = True) -> None:
+    """Require a boolean (or, if allowed, floating) mask broadcastable to ``target_shape``."""
+    check_tensor(name, mask)
+    if mask.dtype != torch.bool and not (allow_float and mask.is_floating_point()):
+        kinds = "boolean (True = attend) or floating (added to the scores)" if allow_float \
+            else "boolean (True = attend)"
+        raise TypeError(f"{name} must be {kinds}, got dtype {mask.dtype}")
+    try:
+        ok = tuple(torch.broadcast_shapes(tuple(mask.shape), tuple(target_shape))) \
+            == tuple(target_shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name} of shape {shape_str(mask)} does not broadcast to the attention scores' "
+            f"shape ({', '.join(map(str, target_shape))})"
+        )

@@ -1,0 +1,147 @@
+"""Attention pooling: Nadaraya–Watson kernel regression (chapter 2).
+
+Nadaraya (1964) and Watson (1964) estimate f(x) from pairs (x_i, y_i) as
+
+    f̂(x) = Σ_i α(x, x_i) y_i,    α(x, x_i) = K((x − x_i)/h) / Σ_j K((x − x_j)/h),
+
+a weighted average of the observed values, with weights from a kernel K of
+bandwidth h. In attention language, x is the query, the x_i are keys, the y_i
+values, and α are the attention weights.
+
+Shape legend: Q queries, N training pairs (keys = values).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ._validate import check_floating, check_tensor, shape_str
+from .masking import masked_softmax
+
+
+def gaussian(u: Tensor) -> Tensor:
+    return torch.exp(-u ** 2 / 2)
+
+
+def boxcar(u: Tensor) -> Tensor:
+    return (u.abs() <= 1).to(u.dtype)
+
+
+def constant(u: Tensor) -> Tensor:
+    return torch.ones_like(u)
+
+
+def epanechnikov(u: Tensor) -> Tensor:
+    return torch.clamp(1 - u ** 2, min=0) * 0.75
+
+
+KERNELS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gaussian": gaussian, "boxcar": boxcar, "constant": constant, "epanechnikov": epanechnikov,
+}
+
+
+def _check_1d(name: str, x: Tensor) -> None:
+    check_tensor(name, x, ndim=1)
+    check_floating(name, x)
+
+
+def nadaraya_watson(queries: Tensor, keys: Tensor, values: Tensor, kernel: str = "gaussian",
+                    bandwidth: float | Tensor = 1.0) -> tuple[Tensor, Tensor]:
+    """Kernel regression estimate at each query.
+
+    Args:
+        queries ``(Q,)``, keys ``(N,)``, values ``(N,)``; kernel: a name in ``KERNELS``
+        or a callable; bandwidth: h > 0.
+
+    Returns:
+        ``(predictions (Q,), weights (Q, N))``. A query with no key inside a
+        compact kernel's support gets all-zero weights and prediction 0 (not NaN).
+    """
+    for name, t in (("queries", queries), ("keys", keys), ("values", values)):
+        _check_1d(name, t)
+    if keys.shape != values.shape:
+        raise ValueError(f"keys and values must have the same shape, got {shape_str(keys)} "
+                         f"and {shape_str(values)}")
+    if isinstance(kernel, str) and kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {kernel!r}")
+    K = KERNELS[kernel] if isinstance(kernel, str) else kernel
+    if not torch.all(torch.as_tensor(bandwidth) > 0):
+        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+    u = (queries[:, None] - keys[None, :]) / bandwidth  # (Q, N)
+    k = K(u)
+    total = k.sum(dim=1, keepdim=True)  # (Q, 1)
+    weights = k / total.clamp_min(torch.finfo(k.dtype).tiny)  # 0 / tiny = 0 for empty rows
+    return weights @ values, weights
+
+
+class NadarayaWatson(nn.Module):
+    """Gaussian Nadaraya–Watson regression with a learnable bandwidth.
+
+    The bandwidth is stored as its logarithm so that gradient steps keep it
+    positive. ``forward(queries (Q,), keys (N,), values (N,), mask=None)``
+    returns predictions ``(Q,)``; ``mask (Q, N)`` (True = use this pair) lets
+    training leave each point out of its own estimate, otherwise the optimum
+    would be h → 0, which simply copies every training target.
+    """
+
+    def __init__(self, bandwidth: float = 1.0):
+        super().__init__()
+        self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bandwidth)))
+        self.attention_weights: Tensor | None = None
+
+    @property
+    def bandwidth(self) -> float:
+        return float(self.log_bandwidth.exp())
+
+    def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
+                mask: Tensor | None = None) -> Tensor:
+        for name, t in (("queries", queries), ("keys", keys), ("values", values)):
+            _check_1d(name, t)
+        if keys.shape != values.shape:
+            raise ValueError(f"keys and values must have the same shape, got {shape_str(keys)} "
+                             f"and {shape_str(values)}")
+        u = (queries[:, None] - keys[None, :]) / self.log_bandwidth.exp()  # (Q, N)
+        # log of the Gaussian kernel, so the normalisation is a (stable) softmax
+        self.attention_weights = masked_softmax(-u ** 2 / 2, mask=mask)  # (Q, N)
+        return self.attention_weights @ values  # (Q,)
+
+
+def leave_one_out_mask(n: int, device=None) -> Tensor:
+    """``(n, n)`` boolean mask, False on the diagonal: point i may not predict itself."""
+    return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def fit_bandwidth(model: NadarayaWatson, x: Tensor, y: Tensor, epochs: int = 200,
+                  lr: float = 0.1) -> list[float]:
+    """Train the bandwidth by SGD on the leave-one-out squared error; returns the losses."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    mask = leave_one_out_mask(len(x), device=x.device)
+    losses = []
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss = ((model(x, x, y, mask=mask) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def target_function(x: Tensor) -> Tensor:
+    """The smooth function the chapter estimates: 2 sin(x) + x^0.8."""
+    return 2 * torch.sin(x) + x ** 0.8
+
+
+def make_regression_data(n_train: int = 50, n_test: int = 100, noise: float = 0.5,
+                         seed: int = 0, x_max: float = 5.0):
+    """Noisy training pairs and a clean test grid for kernel regression, from a seed.
+
+    Returns ``x_train (n_train,)`` sorted, ``y_train``, ``x_test (n_test,)``, ``y_test``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x_train = torch.sort(torch.rand(n_train, generator=g) * x_max).values
+    y_train = target_function(x_train) + noise * torch.randn(n_train, generator=g)
+    x_test = torch.linspace(0, x_max, n_test)
+    return x_train, y_train, x_test, target_function(x_test)

@@ -1,0 +1,110 @@
+"""Positional information (chapter 6).
+
+Self-attention is permutation-equivariant: shuffle the tokens and the outputs
+are shuffled the same way. Order must therefore be injected. Three ways:
+
+- :class:`PositionalEncoding`: fixed sinusoids added to the inputs
+  (Vaswani et al., 2017, section 3.5), d2l's semantics;
+- :class:`LearnedPositionalEncoding`: one trained vector per position (as in GPT and BERT);
+- :class:`RotaryEmbedding`: rotate query and key feature pairs by an angle
+  proportional to the position (Su et al., 2021), so that qᵀk depends on the
+  positions only through their difference.
+
+Shape legend: B batch, T sequence length, N = num_hiddens, D head size.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._validate import check_floating, check_tensor, shape_str
+
+
+def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> Tensor:
+    """``(max_len, N)`` table P with P[i, 2j] = sin(i/base^(2j/N)), P[i, 2j+1] = cos(same)."""
+    if num_hiddens % 2:
+        raise ValueError(f"num_hiddens must be even for sinusoidal encodings, got {num_hiddens}")
+    positions = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
+    inv_freq = base ** (-torch.arange(0, num_hiddens, 2, dtype=torch.float32) / num_hiddens)
+    angles = positions * inv_freq  # (max_len, N/2)
+    table = torch.empty(max_len, num_hiddens)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table
+
+
+def _check_sequence(X: Tensor, num_hiddens: int, max_len: int) -> None:
+    check_tensor("X", X, ndim=3)
+    check_floating("X", X)
+    if X.shape[-1] != num_hiddens:
+        raise ValueError(f"X must have num_hiddens={num_hiddens} features (last dimension), "
+                         f"got shape {shape_str(X)}")
+    if X.shape[1] > max_len:
+        raise ValueError(f"X has {X.shape[1]} positions (shape {shape_str(X)}) but the encoding "
+                         f"was built for max_len={max_len}")
+
+
+class PositionalEncoding(nn.Module):
+    """Add sinusoidal position encodings, then dropout: ``X (B, T, N)`` -> ``(B, T, N)``."""
+
+    def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
+        super().__init__()
+        self.num_hiddens, self.max_len = num_hiddens, max_len
+        self.dropout = nn.Dropout(dropout)
+        # A buffer, so .to(device) moves it; not persistent, since it is a pure function of
+        # the constructor's arguments and need not be stored in checkpoints.
+        self.register_buffer("P", sinusoidal_table(max_len, num_hiddens)[None], persistent=False)
+
+    def forward(self, X: Tensor) -> Tensor:
+        _check_sequence(X, self.num_hiddens, self.max_len)
+        return self.dropout(X + self.P[:, :X.shape[1]].to(X.dtype))  # (B, T, N)
+
+
+class LearnedPositionalEncoding(nn.Module):
+    """Add a trained vector per position (GPT / BERT style), then dropout."""
+
+    def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
+        super().__init__()
+        self.num_hiddens, self.max_len = num_hiddens, max_len
+        self.P = nn.Parameter(torch.randn(1, max_len, num_hiddens) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, X: Tensor) -> Tensor:
+        _check_sequence(X, self.num_hiddens, self.max_len)
+        return self.dropout(X + self.P[:, :X.shape[1]].to(X.dtype))  # (B, T, N)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE) for queries and keys.
+
+    Feature pairs ``(x[2j], x[2j+1])`` at position m are rotated by the angle
+    ``m · base^(-2j/D)``. Rotations compose, so ⟨R_m q, R_n k⟩ = ⟨q, R_{n-m} k⟩:
+    the score depends on positions only through n − m.
+
+    ``forward(x (..., T, D), offset=0)`` rotates position ``offset + t`` at row t
+    (``offset`` lets a decoder with a KV cache rotate a new token at its true position).
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
+        self.head_dim = head_dim
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
+
+    def angles(self, length: int, offset: int = 0) -> Tensor:
+        positions = torch.arange(offset, offset + length, device=self.inv_freq.device,
+                                 dtype=torch.float32)
+        return positions[:, None] * self.inv_freq  # (T, D/2)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        check_tensor("x", x)
+        check_floating("x", x)
+        if x.dim() < 2 or x.shape[-1] != self.head_dim:
+            raise ValueError(f"x must be (..., T, head_dim={self.head_dim}), got shape {shape_str(x)}")
+        theta = self.angles(x.shape[-2], offset)  # (T, D/2)
+        cos, sin = theta.cos().to(x.dtype), theta.sin().to(x.dtype)
+        even, odd = x[..., 0::2], x[..., 1::2]  # (..., T, D/2) each
+        rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        return rotated.flatten(-2)  # (..., T, D), pairs interleaved back
