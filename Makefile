@@ -43,7 +43,7 @@ test-notebooks: $(STAMP)
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python -m qkvcourse.benchmarks
 
 clean:
 	rm -rf _build $(VENV)

@@ -107,8 +107,12 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, attn_mask: Te
     """Explicit attention, eq. (1) of Vaswani et al. (2017). No argument checks.
 
     Args:
-        query ``(..., L, E)``, key ``(..., S, E)``, value ``(..., S, Ev)``;
+        query: ``(..., L, E)``.
+        key: ``(..., S, E)``.
+        value: ``(..., S, Ev)``.
         attn_mask: boolean (True = attend) or floating (added), broadcastable to ``(..., L, S)``.
+        dropout_p: dropout probability on the weights.
+        scale: defaults to 1/sqrt(E).
 
     Returns:
         ``(output (..., L, Ev), weights (..., L, S))``; the weights are those before dropout.
@@ -166,13 +170,19 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         out, weights = attention_reference(query, key, value, mask, dropout_p, scale)
         return (out, weights) if need_weights else out
 
+    empty = None
+    if mask is not None:
+        # Queries that may attend to no key: some fused kernels (CUDA memory-efficient,
+        # cuDNN) give them NaN outputs or NaN gradients. Let them attend everywhere inside
+        # the kernel, then zero their outputs (which also zeroes their gradients), so every
+        # device follows the package's convention, forward and backward.
+        keep = mask if mask.dtype == torch.bool else ~torch.isneginf(mask)
+        empty = ~keep.any(-1, keepdim=True)  # (..., L, 1)
+        mask = mask | empty if mask.dtype == torch.bool else mask.masked_fill(empty, 0.0)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask,
                                          dropout_p=dropout_p, scale=scale)
-    if mask is not None and out.device.type != "cpu":
-        # PyTorch's CPU kernels already give fully masked rows a zero output (tested);
-        # on other devices we enforce the package's convention instead of trusting it.
-        keep = mask if mask.dtype == torch.bool else ~torch.isneginf(mask)
-        out = out.masked_fill(~keep.any(-1, keepdim=True), 0.0)
+    if empty is not None:
+        out = out.masked_fill(empty, 0.0)
     return out
 
 
@@ -267,6 +277,12 @@ class AdditiveAttention(nn.Module):
         check_dim_match("queries", queries, 0, "keys", keys, 0, "batch sizes")
         check_dim_match("keys", keys, 0, "values", values, 0, "batch sizes")
         check_dim_match("keys", keys, 1, "values", values, 1, "numbers of key-value pairs")
+        for name, t, layer in (("queries", queries, self.W_q), ("keys", keys, self.W_k)):
+            # Sizes are known once given (or once a lazy layer has seen its first input).
+            if not isinstance(layer, nn.modules.lazy.LazyModuleMixin) \
+                    and t.shape[-1] != layer.in_features:
+                raise ValueError(f"{name} must have {layer.in_features} features (last "
+                                 f"dimension), got shape {shape_str(t)}")
         q, k = self.W_q(queries), self.W_k(keys)  # (B, L, h), (B, S, h)
         # Every query meets every key: (B, L, 1, h) + (B, 1, S, h) -> (B, L, S, h)
         features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))

@@ -53,8 +53,11 @@ def nadaraya_watson(queries: Tensor, keys: Tensor, values: Tensor, kernel: str =
     """Kernel regression estimate at each query.
 
     Args:
-        queries ``(Q,)``, keys ``(N,)``, values ``(N,)``; kernel: a name in ``KERNELS``
-        or a callable; bandwidth: h > 0.
+        queries: ``(Q,)`` query points x.
+        keys: ``(N,)`` training inputs x_i.
+        values: ``(N,)`` training targets y_i.
+        kernel: a name in ``KERNELS`` or a callable applied to (x − x_i)/h.
+        bandwidth: h > 0.
 
     Returns:
         ``(predictions (Q,), weights (Q, N))``. A query with no key inside a
@@ -73,7 +76,10 @@ def nadaraya_watson(queries: Tensor, keys: Tensor, values: Tensor, kernel: str =
     u = (queries[:, None] - keys[None, :]) / bandwidth  # (Q, N)
     k = K(u)
     total = k.sum(dim=1, keepdim=True)  # (Q, 1)
-    weights = k / total.clamp_min(torch.finfo(k.dtype).tiny)  # 0 / tiny = 0 for empty rows
+    # Divide by 1 where the total is 0 (the row's weights are all 0 then): 0, not NaN. Not a
+    # clamp to the smallest normal number, which would leave rows whose total is subnormal
+    # (a Gaussian query ~13 bandwidths from the data, in float32) summing to less than 1.
+    weights = k / torch.where(total > 0, total, torch.ones_like(total))
     return weights @ values, weights
 
 
@@ -89,6 +95,8 @@ class NadarayaWatson(nn.Module):
 
     def __init__(self, bandwidth: float = 1.0):
         super().__init__()
+        if not bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
         self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bandwidth)))
         self.attention_weights: Tensor | None = None
 
