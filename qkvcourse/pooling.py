@@ -102,7 +102,7 @@ class NadarayaWatson(nn.Module):
 
     @property
     def bandwidth(self) -> float:
-        return float(self.log_bandwidth.exp())
+        return float(self.log_bandwidth.detach().exp())  # detach: no requires_grad warning
 
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 mask: Tensor | None = None) -> Tensor:
