@@ -18,14 +18,23 @@ from ._validate import check_dim_match, check_floating, check_tensor, shape_str
 from .attention import DotProductAttention
 
 
+def _check_heads(X: Tensor, num_heads: int, name: str = "X") -> None:
+    check_tensor(name, X, ndim=3)
+    if num_heads <= 0 or X.shape[-1] % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the feature size of {name}, "
+                         f"got shape {shape_str(X)}")
+
+
 def split_heads(X: Tensor, num_heads: int) -> Tensor:
     """``(B, T, H*D)`` -> ``(B, H, T, D)``: a view followed by a transpose, no copy."""
+    _check_heads(X, num_heads)
     B, T, N = X.shape
     return X.view(B, T, num_heads, N // num_heads).transpose(1, 2)  # (B, H, T, D)
 
 
 def merge_heads(X: Tensor) -> Tensor:
     """``(B, H, T, D)`` -> ``(B, T, H*D)``, the inverse of :func:`split_heads`."""
+    check_tensor("X", X, ndim=4)
     B, H, T, D = X.shape
     return X.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H*D)
 
@@ -36,6 +45,7 @@ def transpose_qkv(X: Tensor, num_heads: int) -> Tensor:
     Row ``b*H + h`` of the result is head h of batch row b, so 3-D batched
     matrix products treat every head as an independent sequence.
     """
+    _check_heads(X, num_heads)
     B, T, N = X.shape
     X = X.reshape(B, T, num_heads, N // num_heads)  # (B, T, H, D)
     X = X.permute(0, 2, 1, 3)  # (B, H, T, D)
@@ -44,6 +54,10 @@ def transpose_qkv(X: Tensor, num_heads: int) -> Tensor:
 
 def transpose_output(X: Tensor, num_heads: int) -> Tensor:
     """Reverse :func:`transpose_qkv`: ``(B*H, T, D)`` -> ``(B, T, H*D)``."""
+    check_tensor("X", X, ndim=3)
+    if num_heads <= 0 or X.shape[0] % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the first dimension (B*H) of X, "
+                         f"got shape {shape_str(X)}")
     BH, T, D = X.shape
     X = X.reshape(BH // num_heads, num_heads, T, D)  # (B, H, T, D)
     X = X.permute(0, 2, 1, 3)  # (B, T, H, D)
