@@ -40,7 +40,8 @@ def check_floating(name: str, x: Tensor) -> None:
 def check_same_dtype(**tensors: Tensor) -> None:
     dtypes = {name: t.dtype for name, t in tensors.items()}
     if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
+        listed = ", ".join(f"{n}: {d} with shape {shape_str(tensors[n])}"
+                           for n, d in dtypes.items())
         raise TypeError(f"dtypes must match, got {listed}")
 
 
@@ -95,7 +96,8 @@ def check_mask(name: str, mask: Tensor, target_shape: Sequence[int], *,
     if mask.dtype != torch.bool and not (allow_float and mask.is_floating_point()):
         kinds = "boolean (True = attend) or floating (added to the scores)" if allow_float \
             else "boolean (True = attend)"
-        raise TypeError(f"{name} must be {kinds}, got dtype {mask.dtype}")
+        raise TypeError(f"{name} must be {kinds}, got dtype {mask.dtype} "
+                        f"with shape {shape_str(mask)}")
     try:
         ok = tuple(torch.broadcast_shapes(tuple(mask.shape), tuple(target_shape))) \
             == tuple(target_shape)

@@ -158,7 +158,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         check_mask("attn_mask", attn_mask, (*query.shape[:-2], L, S))
         if attn_mask.is_floating_point() and attn_mask.dtype != query.dtype:
             raise TypeError(f"a floating attn_mask must have the query's dtype {query.dtype}, "
-                            f"got {attn_mask.dtype}")
+                            f"got {attn_mask.dtype} with shape {shape_str(attn_mask)}")
         attn_mask = attn_mask.to(query.device)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must lie in [0, 1), got {dropout_p}")
@@ -172,6 +172,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
 
     empty = None
     if mask is not None:
+        if mask.dim() < 2:
+            mask = mask[None]  # (S,) -> (1, S): PyTorch's fused CPU kernel rejects a 1-D mask
         # Queries that may attend to no key: some fused kernels (CUDA memory-efficient,
         # cuDNN) give them NaN outputs or NaN gradients. Let them attend everywhere inside
         # the kernel, then zero their outputs (which also zeroes their gradients), so every

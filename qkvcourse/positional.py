@@ -25,8 +25,10 @@ def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> T
     if num_hiddens % 2:
         raise ValueError(f"num_hiddens must be even for sinusoidal encodings, got {num_hiddens}")
     positions = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
-    inv_freq = base ** (-torch.arange(0, num_hiddens, 2, dtype=torch.float32) / num_hiddens)
-    angles = positions * inv_freq  # (max_len, N/2)
+    # i / base^(2j/N) as written (a division, as d2l computes it, so the two tables agree
+    # bit for bit; multiplying by base^(-2j/N) instead differs by float32 rounding, ~6e-5)
+    freq_denominator = base ** (torch.arange(0, num_hiddens, 2, dtype=torch.float32) / num_hiddens)
+    angles = positions / freq_denominator  # (max_len, N/2)
     table = torch.empty(max_len, num_hiddens)
     table[:, 0::2] = torch.sin(angles)
     table[:, 1::2] = torch.cos(angles)

@@ -1,0 +1,449 @@
+"""Every public entry point on bad input: the right error type, and a message that names
+the argument and what was received (its shape, or its dtype or value where that is the
+problem), so a learner knows which tensor to look at."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import qkvcourse as qc
+
+
+def raises(exc, *fragments):
+    """``pytest.raises`` requiring every fragment (literal text) somewhere in the message."""
+    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
+    return pytest.raises(exc, match=pattern)
+
+
+def shape(*dims):
+    return str(tuple(dims))
+
+
+f32 = torch.float32
+
+
+# -- masked_softmax --------------------------------------------------------------------------
+
+class TestMaskedSoftmax:
+    X = torch.randn(2, 3, 4)
+
+    def test_not_a_tensor(self):
+        with raises(TypeError, "X", "list"):
+            qc.masked_softmax([[1.0, 2.0]])
+
+    def test_integer_scores(self):
+        with raises(TypeError, "X", "torch.int64", shape(2, 3, 4)):
+            qc.masked_softmax(torch.ones(2, 3, 4, dtype=torch.long))
+
+    def test_scalar(self):
+        with raises(ValueError, "X", "scalar"):
+            qc.masked_softmax(torch.tensor(1.0))
+
+    def test_wrong_rank_with_valid_lens(self):
+        with raises(ValueError, "X", "3-D", shape(3, 4)):
+            qc.masked_softmax(torch.randn(3, 4), torch.tensor([1, 2, 3]))
+        with raises(ValueError, "X", shape(1, 2, 3, 4, 5)):
+            qc.masked_softmax(torch.randn(1, 2, 3, 4, 5), torch.tensor([1]))
+
+    @pytest.mark.parametrize("lens_shape", [(3,), (1,), (2, 4), (3, 3), (2, 1)])
+    def test_valid_lens_of_the_wrong_shape(self, lens_shape):
+        with raises(ValueError, "valid_lens", str(lens_shape), "(2,) or (2, 3)"):
+            qc.masked_softmax(self.X, torch.ones(lens_shape, dtype=torch.long))
+
+    def test_valid_lens_of_the_wrong_rank(self):
+        with raises(ValueError, "valid_lens", shape(2, 3, 1)):
+            qc.masked_softmax(self.X, torch.ones(2, 3, 1, dtype=torch.long))
+
+    def test_valid_lens_of_the_wrong_rank_4d_scores(self):
+        with raises(ValueError, "valid_lens", shape(2, 5)):
+            qc.masked_softmax(torch.randn(2, 5, 3, 4), torch.ones(2, 5, dtype=torch.long))
+
+    def test_float_valid_lens(self):
+        with raises(TypeError, "valid_lens", "integer", "torch.float32", shape(2,)):
+            qc.masked_softmax(self.X, torch.tensor([1.0, 2.0]))
+
+    def test_bool_valid_lens(self):
+        with raises(TypeError, "valid_lens", "torch.bool", shape(2,), "mask="):
+            qc.masked_softmax(self.X, torch.tensor([True, False]))
+
+    @pytest.mark.parametrize("lens,lo,hi", [([-1, 2], -1, 2), ([1, 5], 1, 5), ([9, 0], 0, 9)])
+    def test_valid_lens_out_of_range(self, lens, lo, hi):
+        with raises(ValueError, "valid_lens", "[0, 4]", f"from {lo} to {hi}"):
+            qc.masked_softmax(self.X, torch.tensor(lens))
+
+    def test_integer_mask(self):
+        with raises(TypeError, "mask", "boolean", "torch.int64", shape(2, 3, 4)):
+            qc.masked_softmax(self.X, mask=torch.ones(2, 3, 4, dtype=torch.long))
+
+    def test_float_mask_is_not_a_boolean_mask(self):
+        with raises(TypeError, "mask", "torch.float32", shape(2, 3, 4)):
+            qc.masked_softmax(self.X, mask=torch.ones(2, 3, 4))
+
+    @pytest.mark.parametrize("mask_shape", [(3, 5), (4, 3, 4), (2, 3, 4, 1), (3,)])
+    def test_mask_that_does_not_broadcast(self, mask_shape):
+        with raises(ValueError, "mask", str(mask_shape), shape(2, 3, 4)):
+            qc.masked_softmax(self.X, mask=torch.ones(mask_shape, dtype=torch.bool))
+
+    def test_mask_that_would_grow_the_scores(self):
+        # (2, 3, 4) & (5, 2, 3, 4) broadcasts, but not *to* X's shape
+        with raises(ValueError, "mask", shape(5, 2, 3, 4)):
+            qc.masked_softmax(self.X, mask=torch.ones(5, 2, 3, 4, dtype=torch.bool))
+
+
+# -- scaled_dot_product_attention ------------------------------------------------------------
+
+class TestScaledDotProductAttention:
+    q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+
+    def call(self, q=None, k=None, v=None, **kwargs):
+        return qc.scaled_dot_product_attention(self.q if q is None else q, self.k if k is None else k,
+                                               self.v if v is None else v, **kwargs)
+
+    def test_not_a_tensor(self):
+        with raises(TypeError, "key", "ndarray"):
+            self.call(k=self.k.numpy())
+
+    def test_one_d_query(self):
+        with raises(ValueError, "query", "2-D", shape(4,)):
+            self.call(q=torch.randn(4))
+
+    def test_ranks_differ(self):
+        with raises(ValueError, "query", "same rank", shape(2, 3, 4), shape(1, 2, 5, 4)):
+            self.call(k=torch.randn(1, 2, 5, 4))
+
+    def test_batch_sizes_differ(self):
+        with raises(ValueError, "batch", "value", shape(3, 5, 6)):
+            self.call(v=torch.randn(3, 5, 6))
+
+    def test_feature_sizes_differ(self):
+        with raises(ValueError, "feature", "query", "key", shape(2, 3, 4), shape(2, 5, 7)):
+            self.call(k=torch.randn(2, 5, 7))
+
+    def test_key_value_lengths_differ(self):
+        with raises(ValueError, "key", "value", shape(2, 5, 4), shape(2, 6, 6)):
+            self.call(v=torch.randn(2, 6, 6))
+
+    def test_integer_inputs(self):
+        with raises(TypeError, "value", "torch.int64", shape(2, 5, 6)):
+            self.call(v=torch.ones(2, 5, 6, dtype=torch.long))
+
+    def test_dtypes_differ(self):
+        with raises(TypeError, "dtypes", "key: torch.float64", shape(2, 5, 4)):
+            self.call(k=self.k.double())
+
+    def test_integer_mask(self):
+        with raises(TypeError, "attn_mask", "torch.int64", shape(3, 5)):
+            self.call(attn_mask=torch.ones(3, 5, dtype=torch.long))
+
+    @pytest.mark.parametrize("mask_shape", [(5, 3), (3, 4), (4, 3, 5), (2, 3, 5, 1)])
+    def test_mask_that_does_not_broadcast(self, mask_shape):
+        with raises(ValueError, "attn_mask", str(mask_shape), shape(2, 3, 5)):
+            self.call(attn_mask=torch.ones(mask_shape, dtype=torch.bool))
+
+    def test_float_mask_of_another_dtype(self):
+        with raises(TypeError, "attn_mask", "torch.float64", shape(3, 5)):
+            self.call(attn_mask=torch.zeros(3, 5, dtype=torch.float64))
+
+    @pytest.mark.parametrize("p", [-0.1, 1.0, 2.0])
+    def test_dropout_out_of_range(self, p):
+        with raises(ValueError, "dropout_p", str(p)):
+            self.call(dropout_p=p)
+
+    @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+    def test_non_positive_scale(self, scale):
+        with raises(ValueError, "scale", str(scale)):
+            self.call(scale=scale)
+
+    @pytest.mark.parametrize("backend", ["explicit", "fused"])
+    def test_checks_run_on_both_paths(self, backend):
+        with qc.attention_backend(backend):
+            with raises(ValueError, "feature", shape(2, 5, 7)):
+                self.call(k=torch.randn(2, 5, 7))
+
+
+# -- DotProductAttention and AdditiveAttention ----------------------------------------------
+
+class TestDotProductAttention:
+    q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+
+    def test_wrong_rank(self):
+        with raises(ValueError, "queries", "3-D", shape(3, 4)):
+            qc.DotProductAttention()(torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 6))
+        with raises(ValueError, "queries", shape(1, 2, 2, 3, 4)):
+            qc.DotProductAttention()(*(torch.randn(1, 2, 2, 3, 4),) * 3)
+
+    def test_names_its_arguments(self):
+        with raises(ValueError, "feature", "queries", "keys", shape(2, 5, 3)):
+            qc.DotProductAttention()(self.q, torch.randn(2, 5, 3), self.v)
+        with raises(ValueError, "batch", "values", shape(1, 5, 6)):
+            qc.DotProductAttention()(self.q, self.k, torch.randn(1, 5, 6))
+        with raises(TypeError, "queries", "torch.int32", shape(2, 3, 4)):
+            qc.DotProductAttention()(self.q.int(), self.k, self.v)
+
+    @pytest.mark.parametrize("lens,msg", [
+        (torch.tensor([1, 2, 3]), shape(3,)),
+        (torch.ones(2, 5, dtype=torch.long), shape(2, 5)),
+        (torch.tensor([1.0, 2.0]), "torch.float32"),
+        (torch.tensor([True, True]), "torch.bool"),
+        (torch.tensor([6, 1]), "[0, 5]"),
+        (torch.tensor([-2, 1]), "from -2 to 1"),
+    ])
+    @pytest.mark.parametrize("need_weights", [True, False])
+    def test_bad_valid_lens(self, lens, msg, need_weights):
+        exc = TypeError if lens.dtype in (torch.float32, torch.bool) else ValueError
+        with raises(exc, "valid_lens", msg):
+            qc.DotProductAttention(need_weights=need_weights)(self.q, self.k, self.v, lens)
+
+    def test_bad_attn_mask(self):
+        with raises(ValueError, "attn_mask", shape(4, 5)):
+            qc.DotProductAttention()(self.q, self.k, self.v, torch.tensor([1, 2]),
+                                     attn_mask=torch.ones(4, 5, dtype=torch.bool))
+        with raises(TypeError, "attn_mask", "torch.uint8", shape(3, 5)):
+            qc.DotProductAttention()(self.q, self.k, self.v,
+                                     attn_mask=torch.ones(3, 5, dtype=torch.uint8))
+
+
+class TestAdditiveAttention:
+    q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 6), torch.randn(2, 5, 7)
+
+    def module(self):
+        return qc.AdditiveAttention(8, query_size=4, key_size=6)
+
+    def test_wrong_rank(self):
+        with raises(ValueError, "queries", "3-D", shape(3, 4)):
+            self.module()(torch.randn(3, 4), self.k, self.v)
+        with raises(ValueError, "values", shape(2, 1, 5, 7)):
+            self.module()(self.q, self.k, torch.randn(2, 1, 5, 7))
+
+    def test_batch_and_length_mismatch(self):
+        with raises(ValueError, "batch", "queries", "keys", shape(3, 3, 4), shape(2, 5, 6)):
+            self.module()(torch.randn(3, 3, 4), self.k, self.v)
+        with raises(ValueError, "key-value", "values", shape(2, 4, 7)):
+            self.module()(self.q, self.k, torch.randn(2, 4, 7))
+
+    def test_feature_sizes_that_do_not_fit_the_layers(self):
+        with raises(ValueError, "queries", "4 features", shape(2, 3, 5)):
+            self.module()(torch.randn(2, 3, 5), self.k, self.v)
+        with raises(ValueError, "keys", "6 features", shape(2, 5, 4)):
+            self.module()(self.q, torch.randn(2, 5, 4), self.v)
+        lazy = qc.AdditiveAttention(8)
+        lazy(self.q, self.k, self.v)  # sizes fixed by the first call
+        with raises(ValueError, "queries", "4 features", shape(2, 3, 9)):
+            lazy(torch.randn(2, 3, 9), self.k, self.v)
+
+    def test_dtypes(self):
+        with raises(TypeError, "keys", "torch.int64", shape(2, 5, 6)):
+            self.module()(self.q, self.k.long(), self.v)
+        with raises(TypeError, "dtypes", "values: torch.float64"):
+            self.module()(self.q, self.k, self.v.double())
+
+    @pytest.mark.parametrize("lens,exc,msg", [
+        (torch.tensor([1, 2, 3]), ValueError, shape(3,)),
+        (torch.ones(2, 4, dtype=torch.long), ValueError, shape(2, 4)),
+        (torch.tensor([1.5, 2.0]), TypeError, "torch.float32"),
+        (torch.tensor([0, 6]), ValueError, "[0, 5]"),
+    ])
+    def test_bad_valid_lens(self, lens, exc, msg):
+        with raises(exc, "valid_lens", msg):
+            self.module()(self.q, self.k, self.v, lens)
+
+
+# -- MultiHeadAttention ----------------------------------------------------------------------
+
+class TestMultiHeadAttention:
+    X = torch.randn(2, 5, 8)
+
+    @pytest.mark.parametrize("num_hiddens,num_heads", [(10, 3), (8, 0), (8, -2), (6, 4)])
+    def test_num_heads_must_divide_num_hiddens(self, num_hiddens, num_heads):
+        with raises(ValueError, "num_heads", f"num_hiddens={num_hiddens}", f"num_heads={num_heads}"):
+            qc.MultiHeadAttention(num_hiddens, num_heads)
+
+    def test_wrong_rank(self):
+        with raises(ValueError, "queries", "3-D", shape(5, 8)):
+            qc.MultiHeadAttention(8, 2)(torch.randn(5, 8), self.X, self.X)
+        with raises(ValueError, "keys", shape(2, 2, 5, 8)):
+            qc.MultiHeadAttention(8, 2)(self.X, torch.randn(2, 2, 5, 8), self.X)
+
+    def test_wrong_feature_sizes(self):
+        with raises(ValueError, "values", "8 features", shape(2, 5, 6)):
+            qc.MultiHeadAttention(8, 2)(self.X, self.X, torch.randn(2, 5, 6))
+        with raises(ValueError, "queries", "3 features", shape(2, 5, 8)):
+            qc.MultiHeadAttention(8, 2, query_size=3)(self.X, self.X, self.X)
+
+    def test_batch_and_length_mismatch(self):
+        with raises(ValueError, "batch", "keys", shape(3, 5, 8)):
+            qc.MultiHeadAttention(8, 2)(self.X, torch.randn(3, 5, 8), torch.randn(3, 5, 8))
+        with raises(ValueError, "key-value", "values", shape(2, 4, 8)):
+            qc.MultiHeadAttention(8, 2)(self.X, self.X, torch.randn(2, 4, 8))
+
+    def test_integer_inputs(self):
+        with raises(TypeError, "queries", "torch.int64", shape(2, 5, 8)):
+            qc.MultiHeadAttention(8, 2)(self.X.long(), self.X, self.X)
+
+    @pytest.mark.parametrize("lens,exc,msg", [
+        (torch.tensor([1, 2, 3]), ValueError, shape(3,)),
+        (torch.ones(2, 4, dtype=torch.long), ValueError, shape(2, 4)),
+        (torch.ones(2, 5, 1, dtype=torch.long), ValueError, shape(2, 5, 1)),
+        (torch.tensor([1.0, 2.0]), TypeError, "torch.float32"),
+        (torch.tensor([True, False]), TypeError, "torch.bool"),
+        (torch.tensor([-1, 2]), ValueError, "from -1 to 2"),
+        (torch.tensor([6, 2]), ValueError, "[0, 5]"),
+    ])
+    @pytest.mark.parametrize("need_weights", [True, False])
+    def test_bad_valid_lens(self, lens, exc, msg, need_weights):
+        with raises(exc, "valid_lens", msg):
+            qc.MultiHeadAttention(8, 2, need_weights=need_weights)(self.X, self.X, self.X, lens)
+
+    def test_bad_attn_mask(self):
+        with raises(ValueError, "attn_mask", shape(3, 5, 5), shape(2, 2, 5, 5)):
+            qc.MultiHeadAttention(8, 2)(self.X, self.X, self.X,
+                                        attn_mask=torch.ones(3, 5, 5, dtype=torch.bool))
+        with raises(TypeError, "attn_mask", "torch.int64", shape(5, 5)):
+            qc.MultiHeadAttention(8, 2)(self.X, self.X, self.X,
+                                        attn_mask=torch.ones(5, 5, dtype=torch.long))
+        with raises(ValueError, "attn_mask", shape(5, 4)):
+            qc.MultiHeadAttention(8, 2)(self.X, self.X, self.X, torch.tensor([5, 2]),
+                                        attn_mask=torch.ones(5, 4, dtype=torch.bool))
+
+
+class TestHeadReshapes:
+    def test_num_heads_must_divide_the_features(self):
+        for fn in (qc.split_heads, qc.transpose_qkv):
+            with raises(ValueError, "num_heads=3", shape(2, 5, 8)):
+                fn(torch.randn(2, 5, 8), 3)
+            with raises(ValueError, "num_heads=0", shape(2, 5, 8)):
+                fn(torch.randn(2, 5, 8), 0)
+            with raises(ValueError, "X", "3-D", shape(5, 8)):
+                fn(torch.randn(5, 8), 2)
+        with raises(ValueError, "num_heads=3", shape(4, 5, 2)):
+            qc.transpose_output(torch.randn(4, 5, 2), 3)
+        with raises(ValueError, "X", "4-D", shape(2, 5, 8)):
+            qc.merge_heads(torch.randn(2, 5, 8))
+
+
+# -- positions -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [qc.PositionalEncoding, qc.LearnedPositionalEncoding])
+class TestPositionEncodings:
+    def test_wrong_rank(self, cls):
+        with raises(ValueError, "X", "3-D", shape(5, 8)):
+            cls(8)(torch.randn(5, 8))
+
+    def test_wrong_width(self, cls):
+        with raises(ValueError, "X", "num_hiddens=8", shape(2, 5, 6)):
+            cls(8)(torch.randn(2, 5, 6))
+
+    def test_longer_than_max_len(self, cls):
+        with raises(ValueError, "X", "12 positions", shape(1, 12, 8), "max_len=10"):
+            cls(8, max_len=10)(torch.randn(1, 12, 8))
+        with raises(ValueError, "X", "11 positions", shape(2, 11, 8), "max_len=10"):
+            cls(8, max_len=10)(torch.randn(2, 11, 8))
+        assert cls(8, max_len=10)(torch.randn(1, 10, 8)).shape == (1, 10, 8)  # the limit itself
+
+    def test_integer_input(self, cls):
+        with raises(TypeError, "X", "torch.int64", shape(2, 5, 8)):
+            cls(8)(torch.ones(2, 5, 8, dtype=torch.long))
+
+
+@pytest.mark.parametrize("num_hiddens", [7, 1, 33])
+def test_odd_num_hiddens_for_sinusoids(num_hiddens):
+    with raises(ValueError, "num_hiddens", "even", str(num_hiddens)):
+        qc.PositionalEncoding(num_hiddens)
+    with raises(ValueError, "num_hiddens", str(num_hiddens)):
+        qc.sinusoidal_table(10, num_hiddens)
+    assert qc.LearnedPositionalEncoding(num_hiddens)(torch.zeros(1, 2, num_hiddens)).shape \
+        == (1, 2, num_hiddens)  # learned positions have no such restriction
+
+
+class TestRotaryEmbedding:
+    def test_odd_head_dim(self):
+        with raises(ValueError, "head_dim", "even", "7"):
+            qc.RotaryEmbedding(7)
+
+    @pytest.mark.parametrize("bad_shape", [(2, 3, 6), (8,), (3, 9)])
+    def test_wrong_shape(self, bad_shape):
+        with raises(ValueError, "x", "head_dim=8", str(bad_shape)):
+            qc.RotaryEmbedding(8)(torch.randn(bad_shape))
+
+    def test_integer_input(self):
+        with raises(TypeError, "x", "torch.int64", shape(2, 8)):
+            qc.RotaryEmbedding(8)(torch.ones(2, 8, dtype=torch.long))
+
+    def test_not_a_tensor(self):
+        with raises(TypeError, "x", "list"):
+            qc.RotaryEmbedding(2)([[1.0, 2.0]])
+
+
+# -- Nadaraya–Watson -------------------------------------------------------------------------
+
+class TestNadarayaWatson:
+    q, k, v = torch.rand(4), torch.rand(5), torch.rand(5)
+
+    @pytest.mark.parametrize("fn", ["function", "module"])
+    def test_wrong_rank(self, fn):
+        call = qc.nadaraya_watson if fn == "function" else qc.NadarayaWatson()
+        with raises(ValueError, "queries", "1-D", shape(4, 1)):
+            call(self.q[:, None], self.k, self.v)
+        with raises(ValueError, "values", "1-D", shape(1, 5)):
+            call(self.q, self.k, self.v[None])
+
+    @pytest.mark.parametrize("fn", ["function", "module"])
+    def test_keys_and_values_differ(self, fn):
+        call = qc.nadaraya_watson if fn == "function" else qc.NadarayaWatson()
+        with raises(ValueError, "keys", "values", shape(5,), shape(4,)):
+            call(self.q, self.k, torch.rand(4))
+
+    @pytest.mark.parametrize("fn", ["function", "module"])
+    def test_integer_inputs(self, fn):
+        call = qc.nadaraya_watson if fn == "function" else qc.NadarayaWatson()
+        with raises(TypeError, "keys", "torch.int64", shape(5,)):
+            call(self.q, torch.arange(5), self.v)
+
+    def test_unknown_kernel(self):
+        with raises(ValueError, "kernel", "'triangle'", "gaussian"):
+            qc.nadaraya_watson(self.q, self.k, self.v, kernel="triangle")
+
+    @pytest.mark.parametrize("h", [0.0, -1.0, float("nan"), torch.tensor([1.0, -1.0])])
+    def test_non_positive_bandwidth(self, h):
+        with raises(ValueError, "bandwidth", "positive"):
+            qc.nadaraya_watson(self.q, self.k, self.v, bandwidth=h)
+
+    @pytest.mark.parametrize("h", [0.0, -0.5, float("nan")])
+    def test_module_non_positive_bandwidth(self, h):
+        with raises(ValueError, "bandwidth", "positive", str(h)):
+            qc.NadarayaWatson(h)
+
+    def test_module_bad_mask(self):
+        with raises(ValueError, "mask", shape(5, 4), shape(4, 5)):
+            qc.NadarayaWatson()(self.q, self.k, self.v, mask=torch.ones(5, 4, dtype=torch.bool))
+        with raises(TypeError, "mask", "torch.int64", shape(4, 5)):
+            qc.NadarayaWatson()(self.q, self.k, self.v, mask=torch.ones(4, 5, dtype=torch.long))
+
+
+# -- edge cases that are valid: they must give numbers, never NaN ---------------------------
+
+def test_nothing_produces_nan_silently():
+    q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+    outputs = [
+        qc.masked_softmax(torch.randn(2, 3, 4), torch.tensor([0, 0])),
+        qc.masked_softmax(torch.full((2, 3, 4), -1e30), mask=torch.zeros(4, dtype=torch.bool)),
+        qc.masked_softmax(torch.full((1, 1, 3), float("-inf")).clamp_min(-3e38), torch.tensor([2])),
+        qc.DotProductAttention()(q, k, v, torch.tensor([0, 0])),
+        qc.DotProductAttention(need_weights=False)(q, k, v, torch.tensor([[0, 0, 0], [0, 5, 0]])),
+        qc.AdditiveAttention(8)(q, k, v, torch.tensor([0, 0])),
+        qc.MultiHeadAttention(8, 2, query_size=4, key_size=4, value_size=6)(
+            q, k, v, torch.tensor([0, 0])),
+        qc.scaled_dot_product_attention(q, k, v, attn_mask=torch.zeros(5, dtype=torch.bool)),
+        qc.scaled_dot_product_attention(q, k, v, attn_mask=torch.full((3, 5), float("-inf"))),
+        qc.scaled_dot_product_attention(q * 1e4, k * 1e4, v),
+        qc.nadaraya_watson(torch.tensor([100.0]), torch.tensor([0.0]), torch.tensor([1.0]),
+                           "epanechnikov")[0],
+        qc.nadaraya_watson(torch.tensor([1e4]), torch.tensor([0.0]), torch.tensor([1.0]))[0],
+        qc.NadarayaWatson(1e-3)(torch.tensor([100.0]), torch.tensor([0.0, 1.0]),
+                                torch.tensor([1.0, 2.0])),
+        qc.RotaryEmbedding(8)(torch.randn(3, 8), offset=10**6),
+    ]
+    for i, out in enumerate(outputs):
+        assert torch.isfinite(out).all(), f"case {i} produced {out}"
