@@ -9,11 +9,10 @@ BIN    := $(VENV)/bin
 #   make test TORCH="torch"
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.qkvcourse-installed
-export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-unit test-notebooks bench clean
+.PHONY: setup book test test-unit test-notebooks notebooks bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +40,13 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+# Re-execute every chapter in place (after changing the package), storing fresh outputs.
+notebooks: $(STAMP)
+	cd notebooks && for nb in *.ipynb; do \
+		MPLBACKEND=module://matplotlib_inline.backend_inline ../$(BIN)/jupyter execute --inplace $$nb || exit 1; \
+	done
+	$(BIN)/python tests/clean_notebooks.py
 
 bench: $(STAMP)
 	$(BIN)/python -m qkvcourse.benchmarks

@@ -118,7 +118,8 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, attn_mask: Te
         ``(output (..., L, Ev), weights (..., L, S))``; the weights are those before dropout.
     """
     scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
-    scores = query @ key.transpose(-2, -1) * scale  # (..., L, S)
+    # Scaling the (L, E) queries rather than the (L, S) scores: the same numbers, a smaller pass
+    scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
     keep = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:

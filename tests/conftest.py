@@ -12,8 +12,11 @@ import importlib
 import sys
 import types
 
+import matplotlib
 import pytest
 import torch
+
+matplotlib.use("Agg")  # tests draw figures without a display
 
 import qkvcourse as qc
 

@@ -112,6 +112,11 @@ class TestNotebook:
                     for key in group.split(","):
                         assert key.strip() in keys, f"unknown citation key {key.strip()}"
 
+    def test_no_volatile_execution_metadata(self, path):
+        for cell in load(path)["cells"]:
+            assert "execution" not in cell.get("metadata", {}), \
+                "execution timestamps stored: run `make notebooks` (it cleans them)"
+
     def test_size(self, path):
         assert path.stat().st_size < 2_000_000
 
