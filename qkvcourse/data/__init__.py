@@ -1,0 +1,21 @@
+"""Data for the course: vocabularies, translation tasks, and a safe downloader.
+
+- ``vocab``        :class:`Vocab` (``<pad>``, ``<bos>``, ``<eos>``, ``<unk>`` at ids 0..3) and
+  :func:`pad_batch`
+- ``translation``  the generated date task (:class:`DateTranslationData`, the default,
+  no network) and Tatoeba English–French (:class:`TatoebaData`), in one batch format
+- ``download``     :func:`download` (cached, checksummed, atomic) and :func:`extract`
+"""
+from .download import ChecksumError, DownloadError, download, extract, get_cache_dir
+from .translation import (DATE_STYLES, TATOEBA_SHA1, TATOEBA_URL, DateStyle,
+                          DateTranslationData, TatoebaData, TranslationBatch, TranslationData,
+                          exact_match, generate_date_pairs, preprocess_sentence,
+                          translation_tensors)
+from .vocab import SPECIAL_TOKENS, Vocab, pad_batch
+
+__all__ = [
+    "ChecksumError", "DATE_STYLES", "DateStyle", "DateTranslationData", "DownloadError",
+    "SPECIAL_TOKENS", "TATOEBA_SHA1", "TATOEBA_URL", "TatoebaData", "TranslationBatch",
+    "TranslationData", "Vocab", "download", "exact_match", "extract", "generate_date_pairs",
+    "get_cache_dir", "pad_batch", "preprocess_sentence", "translation_tensors",
+]
