@@ -1,0 +1,860 @@
+"""A generic trainer: model, data, optimiser, callbacks (used from chapter 2 on).
+
+The chapters differ in their models and data, not in how they train, so one loop
+serves them all. A task supplies
+
+- a model (any ``nn.Module``),
+- ``loss_fn(model, batch) -> loss``, a scalar tensor: the task decides how to use a
+  batch (``model(X)`` against ``y``, teacher forcing, masked language modelling...),
+- a training ``DataLoader`` and optionally a validation one,
+
+and the :class:`Trainer` does the rest: it moves every tensor of a (nested) batch to
+the device, steps the optimiser and the learning-rate schedule, clips gradients,
+evaluates, checkpoints, and calls :class:`Callback` objects for logging and plots.
+
+The trainer owns the performance switches, chosen once in :meth:`Trainer._prepare`
+and recorded in ``trainer.settings``; each turns itself off where it does not apply:
+
+========================  ================================================
+switch                    used when
+========================  ================================================
+device                    ``config.device``, else :func:`qkvcourse.get_device`
+autocast bf16             CUDA with native bf16 (compute capability ≥ 8.0)
+autocast fp16 + scaler    CUDA without native bf16 (e.g. a Colab T4)
+``torch.compile``         ``config.compile`` and CUDA (capability ≥ 7.0)
+fused AdamW               the default optimiser on CUDA
+========================  ================================================
+
+Shape legend: B batch (the first dimension of the first tensor in a batch).
+
+Counting convention: ``trainer.step`` is the number of optimiser steps taken and
+``trainer.epoch`` the number of epochs completed; callbacks receive them 1-based
+(the first step is step 1). Learning-rate schedules are stepped after every
+optimiser step, so a schedule's argument is a step count, as in the Transformer
+paper (Vaswani et al., 2017, section 5.3).
+
+    >>> trainer = Trainer(model, loss_fn, train_loader, val_loader,
+    ...                   callbacks=[PrintMetrics()], config=TrainerConfig(max_epochs=5))
+    >>> history = trainer.fit()
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from ._validate import shape_str
+from .utils import get_device, seed_everything
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHECKPOINT_FORMAT = "qkvcourse.trainer/1"
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainerConfig:
+    """How to train; the model, data and optimiser are given to :class:`Trainer`."""
+
+    max_epochs: int = 10  # total epochs; a resumed run continues up to this number
+    max_steps: int | None = None  # total optimiser steps at most (None: no cap)
+    grad_clip_norm: float | None = None  # clip the global gradient norm to this (None: off)
+    precision: str = "auto"  # "auto" (bf16/fp16 autocast on CUDA, else fp32), "fp32", "bf16",
+    #                          "fp16"; on the CPU every choice ends as fp32
+    compile: bool = False  # torch.compile the model; only on CUDA, where it pays for its start-up
+    device: str | torch.device | None = None  # None: qkvcourse.get_device()
+    seed: int = 0  # seed_everything(seed) when fit() starts a fresh run
+    log_every: int = 10  # read the loss back from the device every this many steps
+    progress: bool | str = "auto"  # progress bar; "auto": only in an interactive terminal
+    eval_every_epoch: bool = True  # evaluate on val_loader after each epoch
+
+    def __post_init__(self):
+        if not isinstance(self.max_epochs, int) or self.max_epochs < 0:
+            raise ValueError(f"max_epochs must be an integer >= 0, got {self.max_epochs!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise ValueError(f"max_steps must be None or an integer >= 1, got {self.max_steps!r}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ValueError(f"grad_clip_norm must be None or > 0, got {self.grad_clip_norm!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ValueError(f"log_every must be an integer >= 1, got {self.log_every!r}")
+        if self.progress not in ("auto", True, False):
+            raise ValueError(f"progress must be 'auto', True or False, got {self.progress!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+# ---------------------------------------------------------------------------------------------
+
+def move_to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move every tensor of a nested tuple / list / dict / namedtuple to ``device``.
+
+    Anything that is not a tensor (strings, numbers, ``None``) is returned as it is, and
+    the containers keep their types.
+    """
+    device = torch.device(device)
+    if isinstance(batch, Tensor):
+        # non_blocking overlaps the copy with compute when the loader pins memory
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(move_to_device(b, device) for b in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
+    return batch
+
+
+def batch_size_of(batch: Any) -> int:
+    """B, the first dimension of the first tensor in a (nested) batch.
+
+    Dicts are searched in insertion order. A 0-dim tensor, or a batch without
+    tensors, counts as one example.
+    """
+    first = _first_tensor(batch)
+    if first is None or first.dim() == 0:
+        return 1
+    return int(first.shape[0])
+
+
+def _first_tensor(batch: Any) -> Tensor | None:
+    if isinstance(batch, Tensor):
+        return batch
+    items = batch.values() if isinstance(batch, dict) else \
+        batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# learning-rate schedules
+# ---------------------------------------------------------------------------------------------
+
+def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
+                         warmup_steps: int = 4000) -> LambdaLR:
+    """The learning rate of the Transformer paper (Vaswani et al., 2017, eq. 3).
+
+    The rate for optimiser step ``step_num`` (1, 2, ...) is::
+
+        lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5)
+
+    a linear increase for ``warmup_steps`` steps, peaking at ``(d_model *
+    warmup_steps)^-0.5`` on step ``warmup_steps``, then a decay proportional to
+    the inverse square root of the step number.
+
+    ``LambdaLR`` multiplies the optimiser's own learning rate by this factor, so
+    create the optimiser with ``lr=1.0`` to get the paper's values (another value
+    scales the whole curve). The paper uses Adam with ``betas=(0.9, 0.98)`` and
+    ``eps=1e-9``. Step the schedule once per optimiser step (the
+    :class:`Trainer` does).
+
+    Args:
+        optimizer: the optimiser whose learning rate is set.
+        d_model: the model width (512 in the paper's base model).
+        warmup_steps: steps of linear warm-up (4000 in the paper).
+
+    Returns:
+        A ``LambdaLR``; its ``get_last_lr()`` is the rate of the next optimiser step.
+    """
+    if not isinstance(d_model, int) or d_model < 1:
+        raise ValueError(f"d_model must be a positive integer, got {d_model!r}")
+    if not isinstance(warmup_steps, int) or warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be a positive integer, got {warmup_steps!r}")
+
+    def factor(scheduler_steps: int) -> float:
+        step_num = scheduler_steps + 1  # LambdaLR counts from 0, the paper from 1
+        return d_model ** -0.5 * min(step_num ** -0.5, step_num * warmup_steps ** -1.5)
+
+    return LambdaLR(optimizer, factor)
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                           total_steps: int, min_ratio: float = 0.0) -> LambdaLR:
+    """Linear warm-up, then cosine decay (the usual schedule for GPT and BERT-style models).
+
+    For optimiser step ``k`` (1, 2, ...) the optimiser's learning rate is multiplied by::
+
+        k / warmup_steps                                     if k <= warmup_steps
+        min_ratio + (1 - min_ratio) * (1 + cos(pi * p)) / 2  otherwise, where
+        p = min(1, (k - warmup_steps) / (total_steps - warmup_steps))
+
+    so the factor reaches 1 on step ``warmup_steps`` and ``min_ratio`` on step
+    ``total_steps``, and stays there afterwards.
+
+    Args:
+        optimizer: the optimiser whose learning rate is set (its ``lr`` is the peak).
+        warmup_steps: steps of linear warm-up (0: start at the peak).
+        total_steps: the step at which the decay ends.
+        min_ratio: the final learning rate as a fraction of the peak.
+
+    Returns:
+        A ``LambdaLR``, to be stepped once per optimiser step.
+    """
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    if not isinstance(total_steps, int) or total_steps <= warmup_steps:
+        raise ValueError(f"total_steps must be an integer > warmup_steps ({warmup_steps}), "
+                         f"got {total_steps!r}")
+    if not 0.0 <= min_ratio <= 1.0:
+        raise ValueError(f"min_ratio must lie in [0, 1], got {min_ratio!r}")
+
+    def factor(scheduler_steps: int) -> float:
+        k = scheduler_steps + 1
+        if k <= warmup_steps:
+            return k / warmup_steps
+        progress = min(1.0, (k - warmup_steps) / (total_steps - warmup_steps))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# callbacks
+# ---------------------------------------------------------------------------------------------
+
+class Callback:
+    """Base class of callbacks; override the hooks you need. Hooks are called in this order::
+
+        on_fit_start(trainer)
+        on_train_batch_end(trainer, step, loss)      after every optimiser step
+        on_epoch_end(trainer, epoch, metrics)        after each epoch (and its evaluation)
+        on_fit_end(trainer)
+
+    A callback can stop training by setting ``trainer.should_stop = True``: the
+    trainer stops after the current step.
+    """
+
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_train_batch_end(self, trainer: "Trainer", step: int, loss: Tensor) -> None:
+        """``step`` counts optimiser steps from 1; ``loss`` is the batch's loss as a
+        detached 0-dim tensor on the training device (``float(loss)`` reads it, which
+        makes the CPU wait for the GPU)."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None:
+        """``epoch`` counts from 1; ``metrics`` holds ``epoch``, ``step``, ``train_loss``
+        (mean over the epoch), ``lr`` and, with a validation loader, ``val_loss``.
+        Callbacks earlier in the list may add entries that later ones see."""
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        pass
+
+
+class PrintMetrics(Callback):
+    """Prints one line per epoch (every ``every`` epochs, and the last), e.g.::
+
+        epoch  3/10  step    120  train_loss 0.4321  val_loss 0.5123  lr 1.00e-03
+    """
+
+    def __init__(self, every: int = 1):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.every = every
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        last = epoch == trainer.config.max_epochs or trainer.should_stop or (
+            trainer.config.max_steps is not None and trainer.step >= trainer.config.max_steps)
+        if epoch % self.every and not last:
+            return
+        width = len(str(trainer.config.max_epochs))
+        parts = [f"epoch {epoch:>{width}}/{trainer.config.max_epochs}",
+                 f"step {metrics['step']:>6}"]
+        for name, value in metrics.items():
+            if name in ("epoch", "step"):
+                continue
+            if isinstance(value, float):
+                parts.append(f"{name} {value:.2e}" if name == "lr" else f"{name} {value:.4f}")
+            else:
+                parts.append(f"{name} {value}")
+        print("  ".join(parts))
+
+
+class LossCurve(Callback):
+    """Training and validation loss against the optimiser step.
+
+    ``plot()`` draws the recorded curves (call it after ``fit``). With ``live=True``
+    the figure is redrawn in a Jupyter notebook after every epoch, and every
+    ``live_every_steps`` steps if given. Each drawing replaces the previous one in
+    place (an updatable display), so other output of the cell, such as the lines of
+    :class:`PrintMetrics`, stays. Outside a notebook ``live`` does nothing.
+
+    The training curve has one point per ``TrainerConfig.log_every`` steps (the mean
+    loss over those steps); the validation curve one point per epoch.
+    """
+
+    def __init__(self, live: bool = False, live_every_steps: int | None = None,
+                 figsize: tuple[float, float] = (5.0, 3.0), logy: bool = False):
+        self.live, self.live_every_steps = live, live_every_steps
+        self.figsize, self.logy = figsize, logy
+        self.history: dict[str, list] = {}
+        self._trainer_history: dict[str, list] | None = None
+        self._display = None  # the notebook output that live drawings update
+
+    def on_fit_start(self, trainer):
+        self._trainer_history, self._display = trainer.history, None
+
+    def on_train_batch_end(self, trainer, step, loss):
+        if self.live and self.live_every_steps and step % self.live_every_steps == 0:
+            self._redraw()
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self._snapshot()
+        if self.live:
+            self._redraw()
+
+    def on_fit_end(self, trainer):
+        self._snapshot()
+
+    def _snapshot(self):
+        if self._trainer_history is not None:
+            self.history = {k: list(v) for k, v in self._trainer_history.items()}
+
+    def _redraw(self):
+        if not _in_notebook():
+            return
+        from IPython.display import Image, display
+        from matplotlib.figure import Figure
+        self._snapshot()
+        if not self.history.get("train_loss"):
+            return
+        figure = Figure(figsize=self.figsize)  # not registered with pyplot: shown only here
+        self._draw(figure.add_subplot())
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        image = Image(data=buffer.getvalue(), format="png")
+        if self._display is None:
+            self._display = display(image, display_id=True)
+        else:
+            self._display.update(image)
+
+    def plot(self, ax=None):
+        """Draw the curves; returns the figure (a new one unless ``ax`` is given)."""
+        import matplotlib.pyplot as plt
+        if not self.history.get("train_loss"):
+            raise ValueError("LossCurve has nothing to plot: pass it to Trainer(callbacks=[...]) "
+                             "and call fit() first")
+        if ax is None:
+            _, ax = plt.subplots(figsize=self.figsize)
+        self._draw(ax)
+        return ax.figure
+
+    def _draw(self, ax):
+        h = self.history
+        ax.plot(h.get("step", []), h.get("train_loss", []), "-", label="train")
+        if h.get("val_loss"):
+            ax.plot(h["epoch_end_step"], h["val_loss"], "o--", label="validation")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("loss")
+        if self.logy:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+
+
+class EarlyStopping(Callback):
+    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
+                 mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def on_fit_start(self, trainer):
+        self.best, self.bad_epochs = None, 0
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if self.monitor not in metrics:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which is not among the "
+                           f"epoch's metrics {sorted(metrics)}")
+        value = metrics[self.monitor]
+        sign = 1.0 if self.mode == "min" else -1.0
+        if self.best is None or sign * (self.best - value) > self.min_delta:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                trainer.should_stop = True
+
+
+class Checkpoint(Callback):
+    """Saves a checkpoint every ``every`` epochs (and after the last one).
+
+    ``path`` may contain ``{epoch}``, e.g. ``"runs/epoch{epoch:03d}.pt"``; otherwise
+    the one file is overwritten, atomically, each time.
+    """
+
+    def __init__(self, path: str | os.PathLike, every: int = 1):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.path, self.every = os.fspath(path), every
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        last = epoch == trainer.config.max_epochs
+        if epoch % self.every == 0 or last:
+            path = self.path.format(epoch=epoch) if "{epoch" in self.path else self.path
+            trainer.save_checkpoint(path)
+            self.saved.append(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+
+class Trainer:
+    """Trains ``model`` by minimising ``loss_fn(model, batch)`` over ``train_loader``.
+
+    Args:
+        model: any ``nn.Module``; it is moved to the device.
+        loss_fn: ``loss_fn(model, batch) -> Tensor``, a 0-dim loss (the batch mean), with
+            ``batch`` as the loader yields it, every tensor already on the device. It
+            runs under autocast when mixed precision is on.
+        train_loader: an iterable of batches, usually a ``DataLoader``. For a
+            reproducible shuffle give the ``DataLoader`` a seeded ``generator``, or none
+            (it then draws from the global seed).
+        val_loader: batches for :meth:`evaluate` after each epoch (optional).
+        optimizer: default ``AdamW(lr=1e-3)`` (fused on CUDA), built after the model has
+            been moved.
+        scheduler: a learning-rate scheduler, stepped after every optimiser step (see
+            :func:`transformer_schedule`, :func:`warmup_cosine_schedule`). An
+            epoch-based schedule can be stepped from a callback's ``on_epoch_end``.
+        callbacks: :class:`Callback` objects, called in the order given.
+        config: a :class:`TrainerConfig`.
+
+    Attributes:
+        settings: what :meth:`_prepare` chose (device, precision, compile, fused
+            optimiser) and a list of ``notes`` saying which requested switches were
+            turned off, and why.
+        history: dict of lists, see :meth:`fit`.
+        step: the number of optimiser steps taken.
+        epoch: the number of epochs completed.
+        last_grad_norm: the global gradient norm before clipping at the last step
+            (a 0-dim tensor; ``None`` when clipping is off).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor],
+                 train_loader: Iterable, val_loader: Iterable | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, scheduler=None,
+                 callbacks: Sequence[Callback] = (), config: TrainerConfig | None = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), "
+                            f"got {type(loss_fn).__name__}")
+        self.config = TrainerConfig() if config is None else config
+        self.model, self.loss_fn = model, loss_fn
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.callbacks = list(callbacks)
+        self.step, self.epoch = 0, 0
+        self.should_stop = False
+        self.last_grad_norm: Tensor | None = None
+        self.history: dict[str, list] = _empty_history()
+        self._prepare()
+
+    # -- performance switches, chosen in one place --------------------------------------------
+
+    def _prepare(self) -> None:
+        """Choose the device, precision, compilation and optimiser, and wrap the model.
+
+        ``self.model`` stays the plain module (its ``state_dict`` is what checkpoints
+        hold); ``self.train_model`` is what ``loss_fn`` receives: the same module, or
+        its compiled wrapper. Distributed data parallelism will wrap it here too.
+        """
+        notes: list[str] = []
+        device = torch.device(self.config.device) if self.config.device is not None \
+            else get_device()
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
+        self.model.to(device)
+
+        # precision: autocast dtype, and a gradient scaler for fp16
+        requested = self.config.precision
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        if device.type != "cuda":
+            precision = "fp32"
+            if requested in ("bf16", "fp16"):
+                notes.append(f"precision={requested!r} needs CUDA; using fp32 on {device.type}")
+        elif requested == "auto":
+            # bf16 where the tensor cores support it natively, fp16 (with loss
+            # scaling) on older tensor-core GPUs, fp32 on GPUs without tensor cores
+            precision = "bf16" if capability >= (8, 0) else "fp16" if capability >= (7, 0) \
+                else "fp32"
+        elif requested == "bf16" and not torch.cuda.is_bf16_supported():
+            precision = "fp32"
+            name = torch.cuda.get_device_name(device)
+            notes.append(f"precision='bf16' is not supported on {name}; using fp32")
+        else:
+            precision = requested
+        self.precision = precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.grad_scaler = _make_grad_scaler() if precision == "fp16" else None
+
+        # torch.compile: only on CUDA, where Triton generates the kernels
+        self.train_model: nn.Module = self.model
+        compiled = False
+        if self.config.compile:
+            if device.type != "cuda":
+                notes.append(f"compile=True ignored: torch.compile is used only on CUDA, "
+                             f"not on {device.type}")
+            elif capability < (7, 0):
+                notes.append("compile=True ignored: Triton needs compute capability >= 7.0")
+            else:
+                self.train_model = torch.compile(self.model)
+                compiled = True
+
+        # optimiser: fused AdamW on CUDA (one kernel for all parameters)
+        if self.optimizer is None:
+            fused = device.type == "cuda" and all(
+                p.is_floating_point() for p in self.model.parameters())
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3,
+                                               **({"fused": True} if fused else {}))
+        self.settings = {
+            "device": str(device),
+            "precision": precision,
+            "autocast_dtype": None if self.autocast_dtype is None else str(self.autocast_dtype),
+            "grad_scaler": self.grad_scaler is not None,
+            "compile": compiled,
+            "fused_optimizer": bool(self.optimizer.defaults.get("fused")),
+            "notes": notes,
+        }
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype,
+                              enabled=self.autocast_dtype is not None)
+
+    def _loss(self, batch: Any, fn=None) -> Tensor:
+        loss = (fn or self.loss_fn)(self.train_model, batch)
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"loss_fn must return a tensor, got {type(loss).__name__}")
+        if loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a 0-dim (scalar) loss, got shape "
+                             f"{shape_str(loss)}; reduce it, e.g. with .mean()")
+        return loss
+
+    # -- training ------------------------------------------------------------------------------
+
+    def fit(self, resume_from: str | os.PathLike | None = None) -> dict[str, list]:
+        """Train until ``config.max_epochs`` epochs (or ``config.max_steps`` steps) in total.
+
+        A fresh run first calls ``seed_everything(config.seed)``. A run resumed from a
+        checkpoint (``resume_from``), or continued by calling ``fit`` again, keeps its
+        random state instead. Resuming from a checkpoint saved at the end of an epoch
+        reproduces the uninterrupted run exactly on the CPU. An epoch cut short by
+        ``max_steps`` still counts as an epoch (it is evaluated and reported).
+
+        Returns:
+            ``trainer.history``, a dict of lists:
+            ``step``, ``train_loss``, ``lr`` (one entry per ``log_every`` steps: the step,
+            the mean loss since the previous entry, and the learning rate of that step);
+            ``epoch``, ``epoch_end_step``, ``epoch_train_loss``, ``val_loss`` (with a
+            validation loader) and ``epoch_seconds`` (one entry per epoch).
+        """
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        elif self.step == 0 and self.epoch == 0:
+            seed_everything(self.config.seed)
+        self.should_stop = False
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        bar = self._progress_bar()
+        try:
+            while self.epoch < self.config.max_epochs and not self._out_of_steps() \
+                    and not self.should_stop:
+                self._train_epoch(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+        return self.history
+
+    def _out_of_steps(self) -> bool:
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
+
+    def _train_epoch(self, bar) -> None:
+        start = time.perf_counter()
+        self.model.train()
+        zero = torch.zeros((), device=self.device)
+        window_sum, window_steps = zero.clone(), 0  # the loss stays on the device between logs
+        epoch_sum, epoch_examples, epoch_steps = zero.clone(), 0, 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        for batch in self.train_loader:
+            batch = move_to_device(batch, self.device)
+            size = batch_size_of(batch)
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+            loss = self._optimiser_step(batch)
+            self.step += 1
+            epoch_steps += 1
+            window_sum += loss
+            window_steps += 1
+            epoch_sum += loss * size
+            epoch_examples += size
+            if self.step % self.config.log_every == 0:
+                self._log_window(window_sum, window_steps, lr, bar)
+                window_sum, window_steps = zero.clone(), 0
+            if bar is not None:
+                bar.update(1)
+            for callback in self.callbacks:
+                callback.on_train_batch_end(self, self.step, loss)
+            if self._out_of_steps() or self.should_stop:
+                break
+        if epoch_steps == 0:
+            raise ValueError("train_loader yielded no batches")
+        if window_steps:
+            self._log_window(window_sum, window_steps, lr, bar)
+        self.epoch += 1
+        metrics = {"epoch": self.epoch, "step": self.step,
+                   "train_loss": float(epoch_sum) / epoch_examples}
+        if self.val_loader is not None and self.config.eval_every_epoch:
+            metrics["val_loss"] = self.evaluate(self.val_loader)
+        metrics["lr"] = lr
+        h = self.history
+        h["epoch"].append(self.epoch)
+        h["epoch_end_step"].append(self.step)
+        h["epoch_train_loss"].append(metrics["train_loss"])
+        if "val_loss" in metrics:
+            h["val_loss"].append(metrics["val_loss"])
+        h["epoch_seconds"].append(time.perf_counter() - start)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, self.epoch, metrics)
+
+    def _optimiser_step(self, batch: Any) -> Tensor:
+        """Forward, backward, clip, step; returns the detached float32 loss."""
+        with self._autocast():
+            loss = self._loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler, clip = self.grad_scaler, self.config.grad_clip_norm
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if clip is not None:
+                scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+                self.last_grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            scaler.step(self.optimizer)  # skipped when the gradients overflowed
+            scaler.update()
+        else:
+            loss.backward()
+            if clip is not None:
+                self.last_grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach().float()
+
+    def _log_window(self, window_sum: Tensor, window_steps: int, lr: float, bar) -> None:
+        mean = float(window_sum) / window_steps  # the one point where training waits for the device
+        if not math.isfinite(mean):
+            first = self.step - window_steps + 1
+            raise FloatingPointError(
+                f"the training loss became {mean} between steps {first} and {self.step}; "
+                f"try a lower learning rate, grad_clip_norm, or precision='fp32'")
+        self.history["step"].append(self.step)
+        self.history["train_loss"].append(mean)
+        self.history["lr"].append(lr)
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+
+    def _progress_bar(self):
+        show = self.config.progress
+        if show == "auto":
+            show = not _in_notebook() and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        if not show:
+            return None
+        try:
+            per_epoch = len(self.train_loader)
+        except TypeError:
+            per_epoch = None
+        total = None if per_epoch is None else per_epoch * (self.config.max_epochs - self.epoch)
+        if self.config.max_steps is not None:
+            left = self.config.max_steps - self.step
+            total = left if total is None else min(total, left)
+        if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+            from tqdm.notebook import tqdm
+        else:  # a text bar: tqdm.auto would fail in a notebook without ipywidgets
+            from tqdm.std import tqdm
+        return tqdm(total=total, desc="training", unit="step")
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable, fn: Callable[[nn.Module, Any], Tensor] | None = None
+                 ) -> float:
+        """Mean of ``fn(model, batch)`` (default: the loss) over ``loader``, in eval mode.
+
+        Batches are weighted by their size B, the first dimension of their first
+        tensor, so that the result is the mean over examples when ``fn`` returns a
+        per-batch mean, even if the last batch is smaller. The model's training
+        mode is restored afterwards.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        examples = 0
+        try:
+            for batch in loader:
+                batch = move_to_device(batch, self.device)
+                size = batch_size_of(batch)
+                with self._autocast():
+                    value = self._loss(batch, fn)
+                total += value.detach().double() * size
+                examples += size
+        finally:
+            self.model.train(was_training)
+        if examples == 0:
+            raise ValueError("loader yielded no batches to evaluate")
+        return float(total) / examples
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training exactly: weights, optimiser, schedule,
+        gradient scaler, counters, history and every random state (torch CPU and CUDA,
+        Python, NumPy, and the training loader's generators)."""
+        np_state = np.random.get_state()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "grad_scaler": None if self.grad_scaler is None else self.grad_scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "config": {k: (str(v) if isinstance(v, torch.device) else v)
+                       for k, v in dataclasses.asdict(self.config).items()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "python": random.getstate(),
+                # as plain lists, so that the file loads with torch.load(weights_only=True)
+                "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+                "loader": [g.get_state() for g in _loader_generators(self.train_loader)],
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a qkvcourse trainer checkpoint (format {state.get('format')!r},"
+                             f" expected {CHECKPOINT_FORMAT!r})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (state["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError("the checkpoint and this trainer disagree on having a scheduler")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.grad_scaler is not None and state["grad_scaler"] is not None:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.history = _empty_history()
+        self.history.update({k: list(v) for k, v in state["history"].items()})
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available() \
+                and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        version, keys, *rest = rng["python"]
+        random.setstate((version, tuple(keys), *rest))
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        generators = _loader_generators(self.train_loader)
+        if len(generators) != len(rng["loader"]):
+            raise ValueError(f"the checkpoint holds {len(rng['loader'])} data-loader generator "
+                             f"state(s) but train_loader has {len(generators)} generator(s)")
+        for generator, generator_state in zip(generators, rng["loader"]):
+            generator.set_state(generator_state)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically.
+
+        The checkpoint goes to a temporary file in the same folder, which then
+        replaces ``path`` in one step, so an interrupted save never leaves a
+        truncated file (an existing checkpoint stays as it was). The file loads with
+        ``torch.load(path, weights_only=True)``.
+        """
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        state = self.state_dict()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (the trainer must have
+        the same kind of model, optimiser and scheduler)."""
+        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        self.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def _empty_history() -> dict[str, list]:
+    keys = ("step", "train_loss", "lr", "epoch", "epoch_end_step", "epoch_train_loss",
+            "val_loss", "epoch_seconds")
+    return {k: [] for k in keys}
+
+
+def _make_grad_scaler():
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The distinct ``torch.Generator`` objects that decide a DataLoader's order."""
+    candidates = [getattr(loader, "generator", None)]
+    sampler = getattr(loader, "sampler", None)
+    candidates.append(getattr(sampler, "generator", None))
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    candidates.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
+    found: list[torch.Generator] = []
+    for g in candidates:
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (including Colab), without importing IPython."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
