@@ -1,0 +1,612 @@
+"""The Transformer (chapter 7), Vaswani et al. (2017), "Attention Is All You Need", section 3.
+
+Shape legend: B batch, S source length, T target length (in incremental decoding:
+the number of *new* target tokens), P number of cached positions (tokens already
+decoded), N = num_hiddens (``d_model``), F = ffn_num_hiddens (``d_ff``), H heads,
+D = N / H per-head size (``d_k``), V vocabulary size.
+
+The pieces, in the order of section 3:
+
+- :class:`PositionWiseFFN`, section 3.3: ``FFN(x) = max(0, x W_1 + b_1) W_2 + b_2``.
+- :class:`AddNorm`, section 3.1: the residual connection and layer normalisation
+  around every sub-layer, ``LayerNorm(x + Sublayer(x))``.
+- The three ways the model uses attention, section 3.2.3:
+  :class:`GlobalSelfAttention` (encoder: every position sees every valid position),
+  :class:`CausalSelfAttention` (decoder: position i sees 0..i; with a KV cache) and
+  :class:`CrossAttention` (queries from the decoder, keys = values = encoder outputs).
+- :class:`TransformerEncoderBlock` and :class:`TransformerEncoder`, section 3.1, with
+  the scaled embeddings of section 3.4 and the sinusoidal positions of section 3.5.
+- :class:`TransformerDecoderBlock` and :class:`TransformerDecoder`, section 3.1.
+- :class:`TransformerConfig` and :func:`make_transformer`, with the base model of
+  Table 3 as :meth:`TransformerConfig.paper_base`.
+
+Post-norm and pre-norm
+----------------------
+The paper normalises *after* the residual sum: ``LayerNorm(X + Dropout(Sublayer(X)))``
+("post-norm"). Most later models normalise the sub-layer's *input* instead:
+``X + Dropout(Sublayer(LayerNorm(X)))`` ("pre-norm", Xiong et al., 2020), which trains
+without a learning-rate warm-up; the residual stream is then never normalised, so the
+encoder and the decoder end with one more LayerNorm. ``norm_first=True`` selects
+pre-norm, with the same meaning as in ``torch.nn.TransformerEncoderLayer``.
+
+Masks
+-----
+Every mask goes through :class:`qkvcourse.MultiHeadAttention`, with the package's one
+convention (boolean True = may attend): padding as d2l-style ``valid_lens``, the causal
+mask as a boolean ``(T, P + T)`` mask. The fused kernel runs unless attention weights
+are requested (``need_weights``).
+
+Dropout
+-------
+Where ``torch.nn.TransformerEncoderLayer`` puts it, so that the two agree in eval mode
+and have the same structure in training: on the attention weights (inside
+:class:`~qkvcourse.MultiHeadAttention`), after the ReLU of the FFN, on every sub-layer's
+output before the residual sum (section 5.4, "residual dropout") and on the sum of
+embeddings and positional encodings (section 5.4).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from .encoder_decoder import Decoder, Encoder, EncoderDecoder
+from .masking import causal_mask
+from .multihead import MultiHeadAttention, merge_heads, split_heads
+from .positional import PositionalEncoding
+
+KVCache = tuple[Tensor, Tensor]  # (keys (B, H, P, D), values (B, H, P, D)), projected
+
+
+# -- argument checks -------------------------------------------------------------------------
+
+def _check_hidden(name: str, X: Tensor, num_hiddens: int) -> None:
+    """``X`` must be a floating ``(B, T, N)`` tensor with ``N = num_hiddens``."""
+    check_tensor(name, X, ndim=3)
+    check_floating(name, X)
+    if X.shape[-1] != num_hiddens:
+        raise ValueError(f"{name} must have num_hiddens={num_hiddens} features (last dimension), "
+                         f"got shape {shape_str(X)}")
+
+
+def _is_integer(t: Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _check_tokens(name: str, tokens: Tensor, vocab_size: int) -> None:
+    """``tokens`` must be ``(B, T)`` integer ids in ``[0, vocab_size)``, with T >= 1."""
+    check_tensor(name, tokens, ndim=2)
+    if not _is_integer(tokens):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype} "
+                        f"with shape {shape_str(tokens)}")
+    if tokens.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least one token per row, got shape "
+                         f"{shape_str(tokens)}")
+    if tokens.numel():
+        lo, hi = torch.stack(torch.aminmax(tokens)).tolist()  # one device sync, not two
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{name} token ids must lie in [0, {vocab_size}) (vocab_size="
+                             f"{vocab_size}), got values from {lo} to {hi} in shape "
+                             f"{shape_str(tokens)}")
+
+
+def _check_lens(name: str, lens: Tensor, seq_name: str, seq: Tensor) -> None:
+    """``lens`` must be ``(B,)`` integers in ``[0, L]``, ``seq`` being ``(B, L, ...)``."""
+    check_tensor(name, lens, ndim=1)
+    if not _is_integer(lens):
+        raise TypeError(f"{name} must have an integer dtype, got {lens.dtype} with shape "
+                        f"{shape_str(lens)}")
+    B, L = seq.shape[0], seq.shape[1]
+    if lens.shape[0] != B:
+        raise ValueError(f"{name} has shape {shape_str(lens)} but {seq_name} has shape "
+                         f"{shape_str(seq)}, so {name} must have shape ({B},)")
+    if lens.numel():
+        lo, hi = torch.stack(torch.aminmax(lens)).tolist()
+        if lo < 0 or hi > L:
+            raise ValueError(f"{name} must lie in [0, {L}] (the length of {seq_name}, shape "
+                             f"{shape_str(seq)}), got values from {lo} to {hi}")
+
+
+def _check_length(name: str, tokens: Tensor, offset: int, max_len: int) -> None:
+    if offset + tokens.shape[1] > max_len:
+        where = f" after {offset} decoded tokens" if offset else ""
+        raise ValueError(f"{name} of shape {shape_str(tokens)} reaches position "
+                         f"{offset + tokens.shape[1]}{where}, beyond max_len={max_len} "
+                         f"of the positional encoding")
+
+
+# -- sub-layers ------------------------------------------------------------------------------
+
+class PositionWiseFFN(nn.Module):
+    """Position-wise feed-forward network, section 3.3, eq. (2).
+
+    ``FFN(x) = max(0, x W_1 + b_1) W_2 + b_2``, the same two-layer MLP applied to every
+    position separately: ``dense1`` maps N to F (``d_ff``), ``dense2`` maps back to N.
+    Dropout is applied after the ReLU, where ``torch.nn.TransformerEncoderLayer`` has it
+    (the paper does not say; d2l has none, which is the same thing in eval mode).
+
+    Args:
+        num_hiddens: N, the model width (``d_model``).
+        ffn_num_hiddens: F, the hidden width (``d_ff``; 4N in the paper).
+        dropout: dropout probability after the ReLU.
+
+    ``forward(X (B, T, N))`` returns ``(B, T, N)``.
+    """
+
+    def __init__(self, num_hiddens: int, ffn_num_hiddens: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_hiddens = num_hiddens
+        self.dense1 = nn.Linear(num_hiddens, ffn_num_hiddens)  # W_1, b_1
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.dense2 = nn.Linear(ffn_num_hiddens, num_hiddens)  # W_2, b_2
+
+    def forward(self, X: Tensor) -> Tensor:
+        _check_hidden("X", X, self.num_hiddens)
+        return self.dense2(self.dropout(self.relu(self.dense1(X))))  # (B, T, N)
+
+
+class AddNorm(nn.Module):
+    """Residual connection and layer normalisation around a sub-layer, section 3.1.
+
+    Post-norm (the paper, and d2l's ``AddNorm``): ``forward(X, Y) = LayerNorm(X + Dropout(Y))``
+    where ``Y = Sublayer(X)``. Pre-norm (``norm_first=True``): the sub-layer reads
+    ``LayerNorm(X)`` instead and ``forward(X, Y) = X + Dropout(Y)``. A block therefore
+    always writes::
+
+        Y = sublayer(addnorm.sublayer_input(X))
+        X = addnorm(X, Y)
+
+    and the same parameters (``ln``) serve both arrangements.
+
+    Args:
+        num_hiddens: N, the normalised feature size.
+        dropout: residual dropout on the sub-layer's output (section 5.4).
+        norm_first: pre-norm instead of the paper's post-norm.
+    """
+
+    def __init__(self, num_hiddens: int, dropout: float = 0.0, *, norm_first: bool = False):
+        super().__init__()
+        self.num_hiddens, self.norm_first = num_hiddens, norm_first
+        self.dropout = nn.Dropout(dropout)
+        self.ln = nn.LayerNorm(num_hiddens)
+
+    def sublayer_input(self, X: Tensor) -> Tensor:
+        """What the sub-layer reads: ``LayerNorm(X)`` in pre-norm, ``X`` itself in post-norm."""
+        return self.ln(X) if self.norm_first else X
+
+    def forward(self, X: Tensor, Y: Tensor) -> Tensor:
+        """``X (B, T, N)`` the sub-layer's input (the residual), ``Y (B, T, N)`` its output."""
+        _check_hidden("X", X, self.num_hiddens)
+        check_tensor("Y", Y)
+        if X.shape != Y.shape:
+            raise ValueError(f"X and Y must have the same shape, got X {shape_str(X)} "
+                             f"and Y {shape_str(Y)}")
+        if self.norm_first:
+            return X + self.dropout(Y)  # (B, T, N)
+        return self.ln(X + self.dropout(Y))  # (B, T, N)
+
+
+# -- the three attention flavours (section 3.2.3) --------------------------------------------
+
+class _Attention(nn.Module):
+    """A :class:`~qkvcourse.MultiHeadAttention` (``self.mha``) with a role.
+
+    ``need_weights`` and ``attention_weights`` ``(B, H, L, S)`` pass through to it.
+    """
+
+    def __init__(self, num_hiddens: int, num_heads: int, dropout: float = 0.0,
+                 bias: bool = False, *, need_weights: bool = False):
+        super().__init__()
+        self.num_hiddens, self.num_heads = num_hiddens, num_heads
+        self.mha = MultiHeadAttention(num_hiddens, num_heads, dropout, bias,
+                                      need_weights=need_weights)
+
+    @property
+    def need_weights(self) -> bool:
+        return self.mha.need_weights
+
+    @need_weights.setter
+    def need_weights(self, value: bool) -> None:
+        self.mha.need_weights = value
+
+    @property
+    def attention_weights(self) -> Tensor | None:
+        """``(B, H, L, S)`` from the last forward pass when weights were requested, else None."""
+        return self.mha.attention_weights
+
+
+class GlobalSelfAttention(_Attention):
+    """Encoder self-attention: every position attends to every valid position.
+
+    Section 3.2.3: "all of the keys, values and queries come from the same place, in this
+    case, the output of the previous layer in the encoder".
+
+    Args:
+        num_hiddens: N, the model width (``d_model``).
+        num_heads: H, which must divide N.
+        dropout: dropout on the attention weights.
+        bias: whether the four projections have biases.
+        need_weights: keep the weights in ``attention_weights`` (explicit path).
+
+    ``forward(X (B, T, N), valid_lens=None, attn_mask=None)`` returns ``(B, T, N)``;
+    ``valid_lens`` ``(B,)`` or ``(B, T)`` masks padding keys; ``attn_mask`` is boolean,
+    True = attend, broadcastable to ``(B, H, T, T)``.
+    """
+
+    def forward(self, X: Tensor, valid_lens: Tensor | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
+        _check_hidden("X", X, self.num_hiddens)
+        return self.mha(X, X, X, valid_lens, attn_mask=attn_mask)  # (B, T, N)
+
+
+class CausalSelfAttention(_Attention):
+    """Decoder self-attention: position i attends to positions 0..i only, with a KV cache.
+
+    Section 3.2.3: "We need to prevent leftward information flow in the decoder to preserve
+    the auto-regressive property", done by masking the scores of later positions.
+
+    The cache holds the *projected* keys and values of the positions seen so far, per head:
+    ``(K, V)``, each ``(B, H, P, D)``. With a cache of length P, ``X`` holds only the T new
+    positions P..P+T-1; their keys and values are projected once, appended, and new
+    position j (absolute position P + j) attends to keys 0..P+j: the causal mask is the
+    last T rows of the ``(P + T, P + T)`` lower-triangular mask. Generation then costs
+    one projection per new token instead of re-projecting the whole prefix.
+
+    The arguments are those of :class:`GlobalSelfAttention`.
+
+    ``forward(X (B, T, N), cache=None)`` returns ``(out (B, T, N), new_cache)``, where
+    ``new_cache`` covers all P + T positions. The weights, when kept, are ``(B, H, T, P + T)``.
+    """
+
+    def forward(self, X: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        _check_hidden("X", X, self.num_hiddens)
+        mha, H = self.mha, self.num_heads
+        T = X.shape[1]
+        q = split_heads(mha.W_q(X), H)  # (B, H, T, D)
+        k = split_heads(mha.W_k(X), H)  # (B, H, T, D)
+        v = split_heads(mha.W_v(X), H)  # (B, H, T, D)
+        if cache is not None:
+            past_k, past_v = self._check_cache(cache, k)
+            k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
+            v = torch.cat((past_v, v), dim=2)  # (B, H, P+T, D)
+        P = k.shape[2] - T
+        mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
+        out = mha.attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        return mha.W_o(merge_heads(out)), (k, v)  # (B, T, N)
+
+    def _check_cache(self, cache, k: Tensor) -> KVCache:
+        if not (isinstance(cache, (tuple, list)) and len(cache) == 2):
+            raise TypeError(f"cache must be a pair (keys, values) of (B, H, P, D) tensors, "
+                            f"got {type(cache).__name__}")
+        B, H, _, D = k.shape
+        for name, t in zip(("cache keys", "cache values"), cache):
+            check_tensor(name, t, ndim=4)
+            if (t.shape[0], t.shape[1], t.shape[3]) != (B, H, D):
+                raise ValueError(f"{name} must have shape ({B}, {H}, P, {D}) (B, H, P, D) to "
+                                 f"match the new tokens, got shape {shape_str(t)}")
+        check_dim_match("cache keys", cache[0], 2, "cache values", cache[1], 2,
+                        "numbers of cached positions")
+        return cache[0], cache[1]
+
+
+class CrossAttention(_Attention):
+    """Encoder–decoder attention: decoder queries, keys = values = encoder outputs.
+
+    Section 3.2.3: "the queries come from the previous decoder layer, and the memory keys
+    and values come from the output of the encoder", so every decoder position can attend
+    over all valid positions of the source. (The projections of the encoder outputs are
+    recomputed at every call; they could be cached too, at the cost of a larger state.)
+
+    The arguments are those of :class:`GlobalSelfAttention`.
+
+    ``forward(X (B, T, N), enc_outputs (B, S, N), enc_valid_lens=None)`` returns
+    ``(B, T, N)``; ``enc_valid_lens`` ``(B,)`` masks the source padding. Weights, when
+    kept, are ``(B, H, T, S)``.
+    """
+
+    def forward(self, X: Tensor, enc_outputs: Tensor, enc_valid_lens: Tensor | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
+        _check_hidden("X", X, self.num_hiddens)
+        _check_hidden("enc_outputs", enc_outputs, self.num_hiddens)
+        check_dim_match("X", X, 0, "enc_outputs", enc_outputs, 0, "batch sizes")
+        return self.mha(X, enc_outputs, enc_outputs, enc_valid_lens,
+                        attn_mask=attn_mask)  # (B, T, N)
+
+
+# -- encoder ---------------------------------------------------------------------------------
+
+class TransformerEncoderBlock(nn.Module):
+    """One encoder layer, section 3.1: global self-attention, then the FFN.
+
+    Each sub-layer sits inside an :class:`AddNorm` (post-norm as in the paper, or pre-norm
+    with ``norm_first=True``). d2l's signature; ``use_bias`` concerns the attention
+    projections only (the FFN and LayerNorms always have biases).
+
+    Args:
+        num_hiddens: N, the model width (``d_model``).
+        ffn_num_hiddens: F, the FFN's hidden width (``d_ff``).
+        num_heads: H, which must divide N.
+        dropout: attention, FFN and residual dropout.
+        use_bias: biases in the attention projections.
+        norm_first: pre-norm instead of post-norm.
+
+    ``forward(X (B, S, N), valid_lens=None)`` returns ``(B, S, N)``; ``valid_lens`` ``(B,)``
+    or ``(B, S)`` masks padding keys (padded query positions are still computed).
+    """
+
+    def __init__(self, num_hiddens: int, ffn_num_hiddens: int, num_heads: int, dropout: float,
+                 use_bias: bool = False, *, norm_first: bool = False):
+        super().__init__()
+        self.num_hiddens, self.norm_first = num_hiddens, norm_first
+        self.attention = GlobalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
+        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.ffn = PositionWiseFFN(num_hiddens, ffn_num_hiddens, dropout)
+        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+
+    def forward(self, X: Tensor, valid_lens: Tensor | None = None) -> Tensor:
+        _check_hidden("X", X, self.num_hiddens)
+        X = self.addnorm1(X, self.attention(self.addnorm1.sublayer_input(X), valid_lens))
+        return self.addnorm2(X, self.ffn(self.addnorm2.sublayer_input(X)))  # (B, S, N)
+
+
+class TransformerEncoder(Encoder):
+    """The encoder, section 3.1: embeddings, positions, a stack of encoder blocks.
+
+    The token embeddings are multiplied by sqrt(N) (section 3.4), so that they are not
+    swamped by the sinusoidal positional encodings, whose entries lie in [-1, 1]
+    (section 3.5); dropout follows their sum (section 5.4). In pre-norm, a final
+    LayerNorm normalises the residual stream.
+
+    Args:
+        vocab_size: V, the source vocabulary size.
+        num_hiddens: N, the model width (``d_model``).
+        ffn_num_hiddens: F, the FFN's hidden width (``d_ff``).
+        num_heads: H, which must divide N.
+        num_blks: the number of blocks (6 in the paper).
+        dropout: attention, FFN, residual and embedding dropout.
+        use_bias: biases in the attention projections.
+        max_len: the longest source the positional encoding accepts.
+        norm_first: pre-norm (with a final LayerNorm) instead of post-norm.
+
+    ``forward(src (B, S) token ids, src_valid_lens (B,) | None)`` returns ``(B, S, N)``.
+    Set ``need_weights = True`` to keep ``attention_weights``, a list with one
+    ``(B, H, S, S)`` tensor per block (None entries otherwise).
+    """
+
+    def __init__(self, vocab_size: int, num_hiddens: int, ffn_num_hiddens: int, num_heads: int,
+                 num_blks: int, dropout: float, use_bias: bool = False, *, max_len: int = 1000,
+                 norm_first: bool = False):
+        super().__init__()
+        self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
+        self.embedding = nn.Embedding(vocab_size, num_hiddens)
+        self.pos_encoding = PositionalEncoding(num_hiddens, dropout, max_len)
+        self.blks = nn.ModuleList(
+            TransformerEncoderBlock(num_hiddens, ffn_num_hiddens, num_heads, dropout, use_bias,
+                                    norm_first=norm_first) for _ in range(num_blks))
+        self.norm = nn.LayerNorm(num_hiddens) if norm_first else None
+        self.attention_weights: list[Tensor | None] = [None] * num_blks
+
+    @property
+    def need_weights(self) -> bool:
+        return all(blk.attention.need_weights for blk in self.blks)
+
+    @need_weights.setter
+    def need_weights(self, value: bool) -> None:
+        for blk in self.blks:
+            blk.attention.need_weights = value
+
+    def forward(self, src: Tensor, src_valid_lens: Tensor | None = None) -> Tensor:
+        _check_tokens("src", src, self.vocab_size)
+        _check_length("src", src, 0, self.max_len)
+        if src_valid_lens is not None:
+            _check_lens("src_valid_lens", src_valid_lens, "src", src)
+        X = self.pos_encoding(self.embedding(src) * math.sqrt(self.num_hiddens))  # (B, S, N)
+        for blk in self.blks:
+            X = blk(X, src_valid_lens)  # (B, S, N)
+        self.attention_weights = [blk.attention.attention_weights for blk in self.blks]
+        return self.norm(X) if self.norm is not None else X  # (B, S, N)
+
+
+# -- decoder ---------------------------------------------------------------------------------
+
+class TransformerDecoderBlock(nn.Module):
+    """One decoder layer, section 3.1: causal self-attention, cross-attention, FFN.
+
+    Each of the three sub-layers sits inside an :class:`AddNorm` (post- or pre-norm). In
+    pre-norm the encoder outputs enter the cross-attention as they are (the encoder's
+    final LayerNorm has already normalised them), as in ``torch.nn.TransformerDecoderLayer``.
+
+    The arguments are those of :class:`TransformerEncoderBlock`.
+
+    ``forward(X (B, T, N), enc_outputs (B, S, N), enc_valid_lens (B,) | None, cache=None)``
+    returns ``(out (B, T, N), new_cache)``; ``cache`` is this block's
+    :class:`CausalSelfAttention` cache (None for a fresh sequence).
+    """
+
+    def __init__(self, num_hiddens: int, ffn_num_hiddens: int, num_heads: int, dropout: float,
+                 use_bias: bool = False, *, norm_first: bool = False):
+        super().__init__()
+        self.num_hiddens, self.norm_first = num_hiddens, norm_first
+        self.self_attention = CausalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
+        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.cross_attention = CrossAttention(num_hiddens, num_heads, dropout, use_bias)
+        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.ffn = PositionWiseFFN(num_hiddens, ffn_num_hiddens, dropout)
+        self.addnorm3 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+
+    def forward(self, X: Tensor, enc_outputs: Tensor, enc_valid_lens: Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        _check_hidden("X", X, self.num_hiddens)
+        Y, cache = self.self_attention(self.addnorm1.sublayer_input(X), cache)
+        X = self.addnorm1(X, Y)  # (B, T, N)
+        Y = self.cross_attention(self.addnorm2.sublayer_input(X), enc_outputs, enc_valid_lens)
+        X = self.addnorm2(X, Y)  # (B, T, N)
+        return self.addnorm3(X, self.ffn(self.addnorm3.sublayer_input(X))), cache
+
+
+_STATE_KEYS = ("enc_outputs", "enc_valid_lens", "caches", "num_decoded")
+
+
+class TransformerDecoder(Decoder):
+    """The decoder, section 3.1, following the contract of :mod:`qkvcourse.encoder_decoder`.
+
+    Embeddings scaled by sqrt(N) plus sinusoidal positions (sections 3.4, 3.5), a stack of
+    decoder blocks, a final LayerNorm in pre-norm, and a linear layer to the vocabulary
+    logits (the "pre-softmax linear transformation" of section 3.4, untied here).
+
+    The decoding state is a dict, which ``reorder_state`` (beam search) indexes row by row:
+
+    - ``"enc_outputs"`` ``(B, S, N)`` and ``"enc_valid_lens"`` ``(B,)`` or None;
+    - ``"caches"``: one :class:`CausalSelfAttention` cache per block, ``(K, V)`` each
+      ``(B, H, P, D)``, or None before the first call;
+    - ``"num_decoded"``: P, the number of target tokens already fed, which is the
+      position of the next token (its positional encoding starts there).
+
+    ``forward`` returns a new state and leaves its argument unchanged, so feeding the
+    target whole (teacher forcing) or one token at a time gives the same logits.
+
+    The arguments are those of :class:`TransformerEncoder`, with ``vocab_size`` the
+    target vocabulary size and ``max_len`` the longest target.
+
+    Set ``need_weights = True`` to keep ``attention_weights``: ``{"self": [...],
+    "cross": [...]}``, one tensor per block from the last call, ``(B, H, T, P + T)`` and
+    ``(B, H, T, S)``.
+    """
+
+    def __init__(self, vocab_size: int, num_hiddens: int, ffn_num_hiddens: int, num_heads: int,
+                 num_blks: int, dropout: float, use_bias: bool = False, *, max_len: int = 1000,
+                 norm_first: bool = False):
+        super().__init__()
+        self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
+        self.num_blks = num_blks
+        self.embedding = nn.Embedding(vocab_size, num_hiddens)
+        self.pos_encoding = PositionalEncoding(num_hiddens, dropout, max_len)
+        self.blks = nn.ModuleList(
+            TransformerDecoderBlock(num_hiddens, ffn_num_hiddens, num_heads, dropout, use_bias,
+                                    norm_first=norm_first) for _ in range(num_blks))
+        self.norm = nn.LayerNorm(num_hiddens) if norm_first else None
+        self.dense = nn.Linear(num_hiddens, vocab_size)
+        self.attention_weights: dict[str, list[Tensor | None]] = {
+            "self": [None] * num_blks, "cross": [None] * num_blks}
+
+    @property
+    def need_weights(self) -> bool:
+        return all(blk.self_attention.need_weights and blk.cross_attention.need_weights
+                   for blk in self.blks)
+
+    @need_weights.setter
+    def need_weights(self, value: bool) -> None:
+        for blk in self.blks:
+            blk.self_attention.need_weights = blk.cross_attention.need_weights = value
+
+    def init_state(self, enc_outputs: Tensor,
+                   src_valid_lens: Tensor | None = None) -> dict[str, Any]:
+        """The state before the first target token: encoder outputs, no cache, P = 0.
+
+        Args:
+            enc_outputs: ``(B, S, N)``, the encoder's output.
+            src_valid_lens: ``(B,)`` integer lengths of the sources, or None.
+        """
+        _check_hidden("enc_outputs", enc_outputs, self.num_hiddens)
+        if src_valid_lens is not None:
+            _check_lens("src_valid_lens", src_valid_lens, "enc_outputs", enc_outputs)
+        return {"enc_outputs": enc_outputs, "enc_valid_lens": src_valid_lens,
+                "caches": [None] * self.num_blks, "num_decoded": 0}
+
+    def _check_state(self, state, tgt: Tensor) -> None:
+        if not (isinstance(state, dict) and all(key in state for key in _STATE_KEYS)):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise TypeError(f"state must be the dict returned by init_state (keys "
+                            f"{list(_STATE_KEYS)}), got {got}")
+        check_dim_match("tgt", tgt, 0, "state['enc_outputs']", state["enc_outputs"], 0,
+                        "batch sizes")
+        caches, P = state["caches"], state["num_decoded"]
+        if len(caches) != self.num_blks:
+            raise ValueError(f"state['caches'] must hold one cache per block "
+                             f"({self.num_blks}), got {len(caches)}")
+        cached = 0 if caches[0] is None else caches[0][0].shape[2]
+        if cached != P:
+            raise ValueError(f"state['num_decoded']={P} disagrees with the cache, which holds "
+                             f"{cached} positions")
+
+    def forward(self, tgt: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """``tgt (B, T)`` token ids at positions P..P+T-1 -> ``(logits (B, T, V), new state)``."""
+        _check_tokens("tgt", tgt, self.vocab_size)
+        self._check_state(state, tgt)
+        P, T = state["num_decoded"], tgt.shape[1]
+        _check_length("tgt", tgt, P, self.max_len)
+        X = self.embedding(tgt) * math.sqrt(self.num_hiddens)  # (B, T, N)
+        # The new tokens sit at positions P..P+T-1, so they take those rows of the table
+        positions = self.pos_encoding.P[:, P:P + T].to(X.dtype)  # (1, T, N)
+        X = self.pos_encoding.dropout(X + positions)  # (B, T, N)
+        enc_outputs, enc_valid_lens = state["enc_outputs"], state["enc_valid_lens"]
+        caches = []
+        for blk, cache in zip(self.blks, state["caches"]):
+            X, cache = blk(X, enc_outputs, enc_valid_lens, cache)  # (B, T, N)
+            caches.append(cache)
+        self.attention_weights = {
+            "self": [blk.self_attention.attention_weights for blk in self.blks],
+            "cross": [blk.cross_attention.attention_weights for blk in self.blks]}
+        if self.norm is not None:
+            X = self.norm(X)
+        new_state = {**state, "caches": caches, "num_decoded": P + T}
+        return self.dense(X), new_state  # (B, T, V)
+
+    def reorder_state(self, state: dict[str, Any], index: Tensor) -> dict[str, Any]:
+        """Select (and repeat) batch rows: ``index (B',)`` integer row numbers in ``[0, B)``."""
+        check_tensor("index", index, ndim=1)
+        if not _is_integer(index):
+            raise TypeError(f"index must have an integer dtype, got {index.dtype} with shape "
+                            f"{shape_str(index)}")
+        B = state["enc_outputs"].shape[0]
+        if index.numel():
+            lo, hi = torch.stack(torch.aminmax(index)).tolist()
+            if lo < 0 or hi >= B:
+                raise ValueError(f"index must lie in [0, {B}) (the state's batch size), got "
+                                 f"values from {lo} to {hi}")
+        return super().reorder_state(state, index.to(state["enc_outputs"].device))
+
+
+# -- the whole model -------------------------------------------------------------------------
+
+@dataclass
+class TransformerConfig:
+    """Sizes of an encoder–decoder Transformer; the defaults are the course's small model.
+
+    :meth:`paper_base` gives the base model of Vaswani et al. (2017), Table 3.
+    """
+
+    src_vocab_size: int  # source vocabulary size V_src
+    tgt_vocab_size: int  # target vocabulary size V_tgt
+    num_hiddens: int = 64  # d_model (paper: 512); small enough to train on a CPU in minutes
+    ffn_num_hiddens: int = 128  # d_ff, the FFN's hidden width (paper: 2048 = 4 d_model)
+    num_heads: int = 4  # h (paper: 8), so d_k = d_v = num_hiddens / num_heads = 16
+    num_enc_blks: int = 2  # encoder layers N (paper: 6)
+    num_dec_blks: int = 2  # decoder layers N (paper: 6)
+    dropout: float = 0.1  # P_drop, section 5.4 (paper: 0.1)
+    use_bias: bool = False  # biases in the attention projections (the paper writes none)
+    max_len: int = 1000  # longest sequence the positional encodings cover
+    norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
+
+    @classmethod
+    def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int) -> "TransformerConfig":
+        """The base model of Table 3: d_model 512, 8 heads, d_ff 2048, 6 + 6 layers, dropout 0.1."""
+        return cls(src_vocab_size, tgt_vocab_size, num_hiddens=512, ffn_num_hiddens=2048,
+                   num_heads=8, num_enc_blks=6, num_dec_blks=6, dropout=0.1)
+
+
+def make_transformer(config: TransformerConfig) -> EncoderDecoder:
+    """``EncoderDecoder(TransformerEncoder, TransformerDecoder)`` built from ``config``."""
+    c = config
+    encoder = TransformerEncoder(c.src_vocab_size, c.num_hiddens, c.ffn_num_hiddens, c.num_heads,
+                                 c.num_enc_blks, c.dropout, c.use_bias, max_len=c.max_len,
+                                 norm_first=c.norm_first)
+    decoder = TransformerDecoder(c.tgt_vocab_size, c.num_hiddens, c.ffn_num_hiddens, c.num_heads,
+                                 c.num_dec_blks, c.dropout, c.use_bias, max_len=c.max_len,
+                                 norm_first=c.norm_first)
+    return EncoderDecoder(encoder, decoder)
