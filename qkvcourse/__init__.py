@@ -7,6 +7,12 @@ The package is organised in the order the course teaches:
 - ``pooling``     Nadaraya–Watson attention pooling (chapter 2)
 - ``multihead``   multi-head attention (chapter 5)
 - ``positional``  sinusoidal, learned and rotary positions (chapter 6)
+- ``encoder_decoder``  the encoder–decoder contract and the sequence loss (chapters 4, 7)
+- ``seq2seq``     GRU encoder, Bahdanau attention decoder (chapter 4)
+- ``transformer`` encoder and decoder blocks, the three attention flavours (chapter 7)
+- ``decoding``    greedy and beam search, BLEU (chapters 4, 7)
+- ``trainer``     a generic trainer with the performance switches in one place
+- ``data``        vocabularies, the generated date-translation task, Tatoeba, downloads
 - ``plotting``, ``utils``  figures, devices, seeding
 
 Mask convention everywhere: a boolean mask is True where a query may attend.
@@ -26,6 +32,18 @@ from .positional import (LearnedPositionalEncoding, PositionalEncoding, RotaryEm
                          sinusoidal_table)
 from .utils import (available_devices, check_shape, get_device, num_parameters, seed_everything,
                     time_function)
+from .encoder_decoder import Decoder, Encoder, EncoderDecoder, map_state, sequence_loss
+from .seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqDecoder, Seq2SeqEncoder,
+                      make_rnn_seq2seq)
+from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSelfAttention,
+                          PositionWiseFFN, TransformerConfig, TransformerDecoder,
+                          TransformerDecoderBlock, TransformerEncoder, TransformerEncoderBlock,
+                          make_transformer)
+from .decoding import Hypotheses, Hypothesis, beam_search, bleu, corpus_bleu, greedy_search
+from .trainer import (Callback, Checkpoint, EarlyStopping, LossCurve, PrintMetrics, Trainer,
+                      TrainerConfig, transformer_schedule, warmup_cosine_schedule)
+from . import data
+from .data import DateTranslationData, TatoebaData, Vocab
 
 __version__ = "0.1.0"
 
@@ -38,4 +56,14 @@ __all__ = [
     "scaled_dot_product_attention", "seed_everything", "show_heatmaps", "sinusoidal_table",
     "split_heads", "target_function", "time_function", "transpose_output", "transpose_qkv",
     "use_fused_path", "valid_lens_to_mask",
+    # encoder-decoder models, decoding, training, data (chapters 4, 7, 8)
+    "AddNorm", "Callback", "CausalSelfAttention", "Checkpoint", "CrossAttention",
+    "DateTranslationData", "Decoder", "EarlyStopping", "Encoder", "EncoderDecoder",
+    "GlobalSelfAttention", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN",
+    "PrintMetrics", "RNNSeq2SeqConfig", "Seq2SeqAttentionDecoder", "Seq2SeqDecoder",
+    "Seq2SeqEncoder", "TatoebaData", "Trainer", "TrainerConfig", "TransformerConfig",
+    "TransformerDecoder", "TransformerDecoderBlock", "TransformerEncoder",
+    "TransformerEncoderBlock", "Vocab", "beam_search", "bleu", "corpus_bleu", "data",
+    "greedy_search", "make_rnn_seq2seq", "make_transformer", "map_state", "sequence_loss",
+    "transformer_schedule", "warmup_cosine_schedule",
 ]

@@ -52,6 +52,8 @@ def map_state(state: Any, fn) -> Any:
     """Apply ``fn`` to every tensor of a nested tuple / list / dict, keeping the structure."""
     if isinstance(state, Tensor):
         return fn(state)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a NamedTuple
+        return type(state)(*(map_state(s, fn) for s in state))
     if isinstance(state, (list, tuple)):
         return type(state)(map_state(s, fn) for s in state)
     if isinstance(state, dict):

@@ -35,15 +35,18 @@ def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> T
     return table
 
 
-def _check_sequence(X: Tensor, num_hiddens: int, max_len: int) -> None:
+def _check_sequence(X: Tensor, num_hiddens: int, max_len: int, offset: int = 0) -> None:
     check_tensor("X", X, ndim=3)
     check_floating("X", X)
     if X.shape[-1] != num_hiddens:
         raise ValueError(f"X must have num_hiddens={num_hiddens} features (last dimension), "
                          f"got shape {shape_str(X)}")
-    if X.shape[1] > max_len:
-        raise ValueError(f"X has {X.shape[1]} positions (shape {shape_str(X)}) but the encoding "
-                         f"was built for max_len={max_len}")
+    if offset < 0:
+        raise ValueError(f"offset must be non-negative, got {offset}")
+    if offset + X.shape[1] > max_len:
+        where = f" after offset {offset}" if offset else ""
+        raise ValueError(f"X has {X.shape[1]} positions (shape {shape_str(X)}){where} but the "
+                         f"encoding was built for max_len={max_len}")
 
 
 class PositionalEncoding(nn.Module):
@@ -57,9 +60,14 @@ class PositionalEncoding(nn.Module):
         # the constructor's arguments and need not be stored in checkpoints.
         self.register_buffer("P", sinusoidal_table(max_len, num_hiddens)[None], persistent=False)
 
-    def forward(self, X: Tensor) -> Tensor:
-        _check_sequence(X, self.num_hiddens, self.max_len)
-        return self.dropout(X + self.P[:, :X.shape[1]].to(X.dtype))  # (B, T, N)
+    def forward(self, X: Tensor, offset: int = 0) -> Tensor:
+        """``X (B, T, N)``; row t gets the encoding of position ``offset + t``.
+
+        ``offset`` lets a decoder that feeds one new token at a time (with a KV cache)
+        encode it at its true position.
+        """
+        _check_sequence(X, self.num_hiddens, self.max_len, offset)
+        return self.dropout(X + self.P[:, offset:offset + X.shape[1]].to(X.dtype))  # (B, T, N)
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -71,9 +79,10 @@ class LearnedPositionalEncoding(nn.Module):
         self.P = nn.Parameter(torch.randn(1, max_len, num_hiddens) * 0.02)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, X: Tensor) -> Tensor:
-        _check_sequence(X, self.num_hiddens, self.max_len)
-        return self.dropout(X + self.P[:, :X.shape[1]].to(X.dtype))  # (B, T, N)
+    def forward(self, X: Tensor, offset: int = 0) -> Tensor:
+        """``X (B, T, N)``; row t gets the vector of position ``offset + t``."""
+        _check_sequence(X, self.num_hiddens, self.max_len, offset)
+        return self.dropout(X + self.P[:, offset:offset + X.shape[1]].to(X.dtype))  # (B, T, N)
 
 
 class RotaryEmbedding(nn.Module):

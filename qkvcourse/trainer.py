@@ -262,9 +262,10 @@ class Callback:
 
 
 class PrintMetrics(Callback):
-    """Prints one line per epoch (every ``every`` epochs, and the last), e.g.::
+    """Prints one line per epoch (every ``every`` epochs, and the last).
 
-        epoch  3/10  step    120  train_loss 0.4321  val_loss 0.5123  lr 1.00e-03
+    A line reads like
+    ``epoch  3/10  step    120  train_loss 0.4321  val_loss 0.5123  lr 1.00e-03``.
     """
 
     def __init__(self, every: int = 1):

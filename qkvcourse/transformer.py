@@ -542,8 +542,7 @@ class TransformerDecoder(Decoder):
         _check_length("tgt", tgt, P, self.max_len)
         X = self.embedding(tgt) * math.sqrt(self.num_hiddens)  # (B, T, N)
         # The new tokens sit at positions P..P+T-1, so they take those rows of the table
-        positions = self.pos_encoding.P[:, P:P + T].to(X.dtype)  # (1, T, N)
-        X = self.pos_encoding.dropout(X + positions)  # (B, T, N)
+        X = self.pos_encoding(X, offset=P)  # (B, T, N)
         enc_outputs, enc_valid_lens = state["enc_outputs"], state["enc_valid_lens"]
         caches = []
         for blk, cache in zip(self.blks, state["caches"]):

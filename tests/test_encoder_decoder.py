@@ -55,3 +55,16 @@ def test_encoder_decoder_composes_encoder_and_decoder():
     out = model(src, tgt)
     assert out.shape == (2, 3, 1)
     assert out[..., 0].tolist() == [[5.0, 5.0, 10.0], [6.0, 0.0, 2.0]]
+
+
+def test_map_state_handles_named_tuples():
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        hidden: torch.Tensor
+        lengths: torch.Tensor
+
+    out = Decoder().reorder_state(State(torch.arange(3), torch.tensor([5, 6, 7])),
+                                  torch.tensor([1, 1]))
+    assert isinstance(out, State)
+    assert out.hidden.tolist() == [1, 1] and out.lengths.tolist() == [6, 6]

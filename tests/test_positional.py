@@ -161,3 +161,15 @@ def test_rotary_buffer_moves_and_works_in_low_precision():
     out = qc.RotaryEmbedding(8)(x, offset=2)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.double(), rope_reference(x.float(), 2), rtol=0, atol=3e-2)
+
+
+def test_positional_encoding_offset_matches_a_slice_of_the_full_sequence():
+    import qkvcourse as qc
+    pe = qc.PositionalEncoding(8, 0.0, max_len=20).eval()
+    X = torch.randn(2, 10, 8)
+    full = pe(X)
+    torch.testing.assert_close(pe(X[:, 4:7], offset=4), full[:, 4:7])
+    with pytest.raises(ValueError, match=r"shape \(2, 5, 8\)\) after offset 16 .* max_len=20"):
+        pe(X[:, :5], offset=16)
+    with pytest.raises(ValueError, match="offset must be non-negative"):
+        pe(X, offset=-1)
