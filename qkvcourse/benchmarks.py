@@ -9,6 +9,9 @@ Benchmarks:
 - ``mha``: ``qc.MultiHeadAttention`` forward + backward vs ``torch.nn.MultiheadAttention``
   with the same weights, for self-attention and cross-attention, on the fused path
   (no weights) and on the explicit path (weights returned, per head).
+- ``transformer``: training throughput (target tokens per second: forward, backward and an
+  AdamW step) of ``qc.make_transformer`` vs a model of the same size built from
+  ``torch.nn.Transformer`` layers with the same embeddings, positions and output layer.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import torch
 from torch import nn
 
 from .multihead import MultiHeadAttention
+from .positional import sinusoidal_table
+from .transformer import TransformerConfig, make_transformer
 from .utils import synchronize
 
 
@@ -82,6 +87,65 @@ def bench_mha(device: torch.device, batch: int, length: int, width: int, heads: 
     return rows
 
 
+class TorchTransformerSeq2Seq(nn.Module):
+    """The reference: ``torch.nn.Transformer`` between the same embeddings and output layer."""
+
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.d_model = c.num_hiddens
+        self.src_embedding = nn.Embedding(c.src_vocab_size, c.num_hiddens)
+        self.tgt_embedding = nn.Embedding(c.tgt_vocab_size, c.num_hiddens)
+        self.register_buffer("P", sinusoidal_table(c.max_len, c.num_hiddens)[None], persistent=False)
+        self.dropout = nn.Dropout(c.dropout)
+        self.transformer = nn.Transformer(c.num_hiddens, c.num_heads, c.num_enc_blks,
+                                          c.num_dec_blks, c.ffn_num_hiddens, c.dropout,
+                                          batch_first=True, norm_first=c.norm_first)
+        self.dense = nn.Linear(c.num_hiddens, c.tgt_vocab_size)
+
+    def embed(self, embedding: nn.Embedding, tokens):
+        X = embedding(tokens) * self.d_model ** 0.5  # (B, T, N)
+        return self.dropout(X + self.P[:, :tokens.shape[1]])
+
+    def forward(self, src, tgt, src_valid_lens):
+        S, T = src.shape[1], tgt.shape[1]
+        padding = torch.arange(S, device=src.device)[None] >= src_valid_lens[:, None]  # True = ignore
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=tgt.device)
+        out = self.transformer(self.embed(self.src_embedding, src), self.embed(self.tgt_embedding, tgt),
+                               tgt_mask=causal, src_key_padding_mask=padding,
+                               memory_key_padding_mask=padding, tgt_is_causal=True)
+        return self.dense(out)  # (B, T, V)
+
+
+def bench_transformer(device: torch.device, config: TransformerConfig, batch: int, src_len: int,
+                      tgt_len: int, rounds: int, inner: int) -> dict:
+    """Training tokens/s of both models on the same random batches (dropout on, AdamW)."""
+    from .encoder_decoder import sequence_loss
+    torch.manual_seed(0)
+    ours = make_transformer(config).to(device).train()
+    theirs = TorchTransformerSeq2Seq(config).to(device).train()
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, config.src_vocab_size, (batch, src_len), generator=g).to(device)
+    tgt = torch.randint(4, config.tgt_vocab_size, (batch, tgt_len + 1), generator=g).to(device)
+    src_valid_lens = torch.randint(src_len // 2, src_len + 1, (batch,), generator=g).to(device)
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+
+    def step_fn(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(src, tgt_in, src_valid_lens)
+            sequence_loss(logits, tgt_out, pad_id=0).backward()
+            optimizer.step()
+        return step
+
+    t = _interleaved_medians({"ours": step_fn(ours), "torch": step_fn(theirs)}, device, rounds, inner)
+    tokens = batch * tgt_len
+    return dict(ours=tokens / t["ours"], ref=tokens / t["torch"],
+                params_ours=sum(p.numel() for p in ours.parameters()),
+                params_ref=sum(p.numel() for p in theirs.parameters()))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="all", help="cpu, cuda or all (every device present)")
@@ -91,6 +155,7 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--inner", type=int, default=5)
+    parser.add_argument("--only", choices=["mha", "transformer"], default=None)
     args = parser.parse_args(argv)
 
     devices = [torch.device("cpu")]
@@ -103,6 +168,14 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} threads")
     for device in devices:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        if args.only != "transformer":
+            run_mha(args, device, name)
+        if args.only != "mha":
+            run_transformer(args, device, name)
+
+
+def run_mha(args, device, name) -> None:
+    if True:
         print(f"\nMultiHeadAttention forward+backward on {device} ({name}): B={args.batch}, "
               f"T={args.length}, d_model={args.width}, heads={args.heads}, float32")
         print(f"{'case':<7}{'path':<19}{'qkvcourse ms':>14}{'torch ms':>11}{'ratio':>8}")
@@ -110,6 +183,23 @@ def main(argv=None) -> None:
                            args.rounds, args.inner):
             print(f"{r['case']:<7}{r['path']:<19}{r['ours'] * 1e3:>14.3f}{r['ref'] * 1e3:>11.3f}"
                   f"{r['ours'] / r['ref']:>8.3f}")
+
+
+def run_transformer(args, device, name) -> None:
+    sizes = {
+        "course (d=64, h=4, ff=128, 2+2)": TransformerConfig(40, 40, use_bias=True),
+        "medium (d=256, h=8, ff=1024, 3+3)": TransformerConfig(
+            1000, 1000, num_hiddens=256, ffn_num_hiddens=1024, num_heads=8, num_enc_blks=3,
+            num_dec_blks=3, use_bias=True),
+    }
+    print(f"\nTransformer training (forward, backward, AdamW step) on {device} ({name}): "
+          f"B=64, source 32, target 32 tokens, dropout 0.1, float32")
+    print(f"{'model':<36}{'qkvcourse tok/s':>16}{'torch tok/s':>13}{'ratio':>8}{'params':>20}")
+    for label, config in sizes.items():
+        r = bench_transformer(device, config, batch=64, src_len=32, tgt_len=32,
+                              rounds=max(3, args.rounds // 3), inner=2)
+        print(f"{label:<36}{r['ours']:>16.0f}{r['ref']:>13.0f}{r['ours'] / r['ref']:>8.3f}"
+              f"{r['params_ours']:>10d}/{r['params_ref']:<9d}")
 
 
 if __name__ == "__main__":
