@@ -121,6 +121,24 @@ def _check_length(name: str, tokens: Tensor, offset: int, max_len: int) -> None:
 
 # -- sub-layers ------------------------------------------------------------------------------
 
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+
+
+def make_activation(name: str) -> nn.Module:
+    """The FFN's nonlinearity by name: ``"relu"``, ``"gelu"`` (exact) or ``"gelu_tanh"``.
+
+    GELU (Hendrycks & Gimpel, 2016) is ``x Φ(x)``, Φ the standard normal CDF; BERT uses it
+    exactly (with erf), GPT-2 through its tanh approximation.
+    """
+    if name == "relu":
+        return nn.ReLU()
+    if name == "gelu":
+        return nn.GELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
 class PositionWiseFFN(nn.Module):
     """Position-wise feed-forward network, section 3.3, eq. (2).
 
@@ -133,15 +151,19 @@ class PositionWiseFFN(nn.Module):
         num_hiddens: N, the model width (``d_model``).
         ffn_num_hiddens: F, the hidden width (``d_ff``; 4N in the paper).
         dropout: dropout probability after the ReLU.
+        activation: the nonlinearity in place of max(0, ·): ``"relu"`` (the paper),
+            ``"gelu"`` (exact, erf-based, as in BERT) or ``"gelu_tanh"`` (the tanh
+            approximation, as in GPT-2); see :func:`make_activation`.
 
     ``forward(X (B, T, N))`` returns ``(B, T, N)``.
     """
 
-    def __init__(self, num_hiddens: int, ffn_num_hiddens: int, dropout: float = 0.0):
+    def __init__(self, num_hiddens: int, ffn_num_hiddens: int, dropout: float = 0.0, *,
+                 activation: str = "relu"):
         super().__init__()
         self.num_hiddens = num_hiddens
         self.dense1 = nn.Linear(num_hiddens, ffn_num_hiddens)  # W_1, b_1
-        self.relu = nn.ReLU()
+        self.relu = make_activation(activation)  # named after the paper's ReLU, whatever it is
         self.dropout = nn.Dropout(dropout)
         self.dense2 = nn.Linear(ffn_num_hiddens, num_hiddens)  # W_2, b_2
 
@@ -167,13 +189,15 @@ class AddNorm(nn.Module):
         num_hiddens: N, the normalised feature size.
         dropout: residual dropout on the sub-layer's output (section 5.4).
         norm_first: pre-norm instead of the paper's post-norm.
+        eps: the LayerNorm's epsilon (PyTorch's 1e-5 by default; BERT uses 1e-12).
     """
 
-    def __init__(self, num_hiddens: int, dropout: float = 0.0, *, norm_first: bool = False):
+    def __init__(self, num_hiddens: int, dropout: float = 0.0, *, norm_first: bool = False,
+                 eps: float = 1e-5):
         super().__init__()
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.dropout = nn.Dropout(dropout)
-        self.ln = nn.LayerNorm(num_hiddens)
+        self.ln = nn.LayerNorm(num_hiddens, eps=eps)
 
     def sublayer_input(self, X: Tensor) -> Tensor:
         """What the sub-layer reads: ``LayerNorm(X)`` in pre-norm, ``X`` itself in post-norm."""
@@ -334,19 +358,22 @@ class TransformerEncoderBlock(nn.Module):
         dropout: attention, FFN and residual dropout.
         use_bias: biases in the attention projections.
         norm_first: pre-norm instead of post-norm.
+        activation: the FFN's nonlinearity (``"relu"``, ``"gelu"``, ``"gelu_tanh"``).
+        layer_norm_eps: the LayerNorms' epsilon (1e-5; BERT uses 1e-12).
 
     ``forward(X (B, S, N), valid_lens=None)`` returns ``(B, S, N)``; ``valid_lens`` ``(B,)``
     or ``(B, S)`` masks padding keys (padded query positions are still computed).
     """
 
     def __init__(self, num_hiddens: int, ffn_num_hiddens: int, num_heads: int, dropout: float,
-                 use_bias: bool = False, *, norm_first: bool = False):
+                 use_bias: bool = False, *, norm_first: bool = False, activation: str = "relu",
+                 layer_norm_eps: float = 1e-5):
         super().__init__()
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.attention = GlobalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
-        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
-        self.ffn = PositionWiseFFN(num_hiddens, ffn_num_hiddens, dropout)
-        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
+        self.ffn = PositionWiseFFN(num_hiddens, ffn_num_hiddens, dropout, activation=activation)
+        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
 
     def forward(self, X: Tensor, valid_lens: Tensor | None = None) -> Tensor:
         _check_hidden("X", X, self.num_hiddens)

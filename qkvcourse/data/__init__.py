@@ -19,3 +19,19 @@ __all__ = [
     "TranslationData", "Vocab", "download", "exact_match", "extract", "generate_date_pairs",
     "get_cache_dir", "pad_batch", "preprocess_sentence", "translation_tensors",
 ]
+
+# Corpora and tokenisation (chapters 9, 10): ``text`` (CharTokenizer, byte-level BPE) and
+# ``corpus`` (the offline stories / docstrings, Tiny Shakespeare, WikiText-2).
+from .corpus import (OFFLINE_CORPORA, TINY_SHAKESPEARE_SHA256, TINY_SHAKESPEARE_URL,
+                     WIKITEXT2_SHA1, WIKITEXT2_URLS, char_entropy, generate_stories,
+                     load_offline_corpus, load_tiny_shakespeare, load_wikitext2, paragraphs,
+                     split_sentences, stdlib_docstrings, train_val_split)
+from .text import PRE_TOKENIZE_PATTERN, BPETokenizer, CharTokenizer, pre_tokenize
+
+__all__ += [
+    "BPETokenizer", "CharTokenizer", "OFFLINE_CORPORA", "PRE_TOKENIZE_PATTERN",
+    "TINY_SHAKESPEARE_SHA256", "TINY_SHAKESPEARE_URL", "WIKITEXT2_SHA1", "WIKITEXT2_URLS",
+    "char_entropy", "generate_stories", "load_offline_corpus", "load_tiny_shakespeare",
+    "load_wikitext2", "paragraphs", "pre_tokenize", "split_sentences", "stdlib_docstrings",
+    "train_val_split",
+]
