@@ -1,0 +1,672 @@
+"""GPT: decoder-only pretraining (chapter 9).
+
+Radford et al. (2018), "Improving Language Understanding by Generative Pre-Training"
+(GPT), with the layer layout of Radford et al. (2019), "Language Models are
+Unsupervised Multitask Learners" (GPT-2), so that real GPT-2 weights load unchanged.
+
+Shape legend: B batch, T number of (new) tokens, P number of cached positions (tokens
+already processed), N = d_model, F = ffn_num_hiddens, H heads, D = N / H per-head size,
+V vocabulary size, L number of layers.
+
+The model is the Transformer decoder of chapter 7 without cross-attention (there is no
+encoder): token embeddings plus learned position embeddings (GPT, section 3.1), a
+stack of blocks (:class:`GPTBlock`) and a linear map to the vocabulary. GPT-2 changed
+three things, all kept here (GPT-2, section 2.3):
+
+- *pre-norm*: LayerNorm moved to the input of each sub-layer,
+  ``X + Sublayer(LayerNorm(X))`` (:class:`~qkvcourse.transformer.AddNorm` with
+  ``norm_first=True``);
+- a final LayerNorm after the last block;
+- residual projections initialised with std ``0.02 / sqrt(2 L)``, since L blocks add
+  2 L sub-layer outputs to the residual stream.
+
+Both use the GELU nonlinearity (tanh approximation) in the FFN, and both tie the output
+layer to the token embedding (the "weight tying" of Press & Wolf, 2017): the logits
+are ``h W_eᵀ`` (GPT, eq. (2)), so the model has one ``(V, N)`` matrix, not two.
+
+Training objective (GPT, eq. (1)): maximise ``Σ_i log P(u_i | u_{i-k}, ..., u_{i-1})``,
+i.e. the cross-entropy of every next token, computed in one pass thanks to the causal
+mask. Generation: :meth:`GPT.generate` with greedy decoding or sampling (temperature,
+:func:`top_k_filter`, :func:`top_p_filter`), with the KV cache of
+:class:`~qkvcourse.transformer.CausalSelfAttention`.
+
+Loading GPT-2 weights from Hugging Face: :meth:`GPT.from_huggingface` (a
+``transformers`` model, a state dict and its config, or a hub name such as ``"gpt2"``,
+which needs the network). ``transformers`` is imported only there.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from .decoding import _EvalMode
+from .positional import LearnedPositionalEncoding
+from .transformer import (ACTIVATIONS, AddNorm, CausalSelfAttention, KVCache, PositionWiseFFN,
+                          _check_hidden, _check_length, _check_tokens, _is_integer)
+
+GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
+
+IGNORE_INDEX = -100  # targets equal to this do not count in the loss (PyTorch's default)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+@dataclass
+class GPTConfig:
+    """Sizes of a GPT; the defaults are the course's small model, which trains on a CPU.
+
+    :meth:`gpt2_small` gives the smallest GPT-2 of Radford et al. (2019), Table 2 (reported
+    there as 117M parameters; 124,439,808 counted exactly), the size of the original GPT.
+    """
+
+    vocab_size: int  # V: 50257 BPE tokens for GPT-2; a few dozen characters in the course
+    max_len: int = 128  # the context ("block size"): the number of learned positions
+    num_layers: int = 4  # L blocks (GPT and GPT-2 small: 12)
+    num_heads: int = 4  # H (GPT-2 small: 12), so D = d_model / num_heads = 32
+    d_model: int = 128  # N, the width of the residual stream, d2l's num_hiddens (GPT-2: 768)
+    ffn_num_hiddens: int | None = None  # F, the FFN's hidden width; None: 4 * d_model
+    dropout: float = 0.1  # embedding, attention and residual dropout (GPT and GPT-2: 0.1)
+    bias: bool = True  # biases in the attention projections (the FFN and LayerNorms always
+    #                    have theirs), as in GPT-2
+    layer_norm_eps: float = 1e-5  # the LayerNorms' epsilon (GPT-2: 1e-5)
+    activation: str = "gelu_tanh"  # the FFN's nonlinearity: GELU, tanh approximation (GPT-2)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_len", "num_layers", "num_heads", "d_model"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads must divide d_model, got d_model={self.d_model}, "
+                             f"num_heads={self.num_heads}")
+        if self.ffn_num_hiddens is None:
+            self.ffn_num_hiddens = 4 * self.d_model  # GPT, section 4.1: 3072 = 4 * 768
+        elif (isinstance(self.ffn_num_hiddens, bool) or not isinstance(self.ffn_num_hiddens, int)
+              or self.ffn_num_hiddens < 1):
+            raise ValueError(f"ffn_num_hiddens must be None or a positive integer, "
+                             f"got {self.ffn_num_hiddens!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, "
+                             f"got {self.activation!r}")
+
+    @property
+    def num_hiddens(self) -> int:
+        """d2l's name for ``d_model``."""
+        return self.d_model
+
+    @classmethod
+    def tiny(cls, vocab_size: int) -> "GPTConfig":
+        """The course's default: 4 layers, 4 heads, width 128, context 128 (about 0.8M
+        parameters besides the embeddings), trainable on a laptop CPU in minutes."""
+        return cls(vocab_size)
+
+    @classmethod
+    def gpt2_small(cls) -> "GPTConfig":
+        """GPT-2 small (124M): V = 50257, 1024 positions, 12 layers, 12 heads, width 768."""
+        return cls(vocab_size=50257, max_len=1024, num_layers=12, num_heads=12, d_model=768,
+                   ffn_num_hiddens=3072, dropout=0.1, bias=True, layer_norm_eps=1e-5,
+                   activation="gelu_tanh")
+
+
+# -- sampling filters --------------------------------------------------------------------------
+
+def _check_logits(logits) -> None:
+    check_tensor("logits", logits)
+    check_floating("logits", logits)
+    if logits.dim() < 1 or logits.shape[-1] == 0:
+        raise ValueError(f"logits must be (..., V) with V >= 1, got shape {shape_str(logits)}")
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the k largest logits of every row and set the others to -inf.
+
+    Top-k sampling (Fan et al., 2018) then samples among the k most probable tokens
+    only, with their probabilities renormalised. Tokens tied with the k-th largest logit
+    are all kept, so a row may keep more than k tokens; ``k >= V`` keeps everything.
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores.
+        k: a positive integer.
+
+    Returns:
+        ``(..., V)``, a new tensor.
+    """
+    _check_logits(logits)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    if k >= logits.shape[-1]:
+        return logits.clone()
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))  # (..., V)
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filtering (Holtzman et al., 2020): keep the smallest set of most probable
+    tokens whose total probability is at least p; set the others' logits to -inf.
+
+    The tokens are sorted by probability; a token is kept when the mass of the tokens
+    before it is still below p. The most probable token is therefore always kept, and
+    ``p = 1`` keeps every token (of non-zero probability).
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores (already divided by the temperature, if
+            any: the nucleus is a set of the distribution that is sampled).
+        p: the nucleus mass, in ``(0, 1]``.
+
+    Returns:
+        ``(..., V)``, a new tensor.
+    """
+    _check_logits(logits)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1], got {p!r}")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V) each
+    # (..., V) probabilities, in float32 at least (logits may be bf16 under autocast)
+    probs = F.softmax(sorted_logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # (..., V): mass of the better tokens
+    drop_sorted = mass_before >= p  # (..., V); the first token has mass_before 0 < p: kept
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # (..., V), back to the vocabulary order
+    return logits.masked_fill(drop, float("-inf"))  # (..., V)
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+class GPTBlock(nn.Module):
+    """One GPT-2 block: pre-norm causal self-attention, then a pre-norm FFN.
+
+    ``X = X + Dropout(Attention(LN_1(X)))``, ``X = X + Dropout(FFN(LN_2(X)))``, built
+    from the pieces of chapter 7 (:class:`~qkvcourse.transformer.CausalSelfAttention` with
+    its KV cache, :class:`~qkvcourse.transformer.PositionWiseFFN` with GELU,
+    :class:`~qkvcourse.transformer.AddNorm` in pre-norm). Dropout sits on the attention
+    weights and on each sub-layer's output (GPT-2's ``attn_pdrop`` and ``resid_pdrop``),
+    not inside the FFN.
+
+    ``forward(X (B, T, N), cache=None)`` returns ``(out (B, T, N), new_cache)``, the cache
+    being ``(K, V)``, each ``(B, H, P + T, D)``.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        c = config
+        self.d_model = c.d_model
+        self.addnorm1 = AddNorm(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)
+        self.attention = CausalSelfAttention(c.d_model, c.num_heads, c.dropout, c.bias)
+        self.addnorm2 = AddNorm(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)
+        self.ffn = PositionWiseFFN(c.d_model, c.ffn_num_hiddens, 0.0, activation=c.activation)
+
+    def forward(self, X: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        _check_hidden("X", X, self.d_model)
+        Y, cache = self.attention(self.addnorm1.sublayer_input(X), cache)
+        X = self.addnorm1(X, Y)  # (B, T, N)
+        return self.addnorm2(X, self.ffn(self.addnorm2.sublayer_input(X))), cache  # (B, T, N)
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model, GPT (Radford et al., 2018) with GPT-2's
+    layout (pre-norm, final LayerNorm, tied output layer).
+
+    ``h_0 = U W_e + W_p`` (GPT, eq. (2)): token embeddings plus one learned vector per
+    position; ``h_l = block(h_{l-1})``; ``P(u) = softmax(LN(h_L) W_eᵀ)``.
+
+    Args:
+        config: a :class:`GPTConfig`.
+
+    Calling conventions:
+
+    - ``model(idx)``: ``idx (B, T)`` integer token ids -> logits ``(B, T, V)``, where row t
+      predicts token t + 1;
+    - ``model(idx, targets)``: ``targets (B, T)`` the next tokens (ids, or ``-100`` for
+      positions that do not count) -> ``(logits, loss)``, the mean cross-entropy (GPT,
+      eq. (1));
+    - :meth:`forward_with_cache` for incremental decoding with a KV cache;
+    - :meth:`features` for the final hidden states ``(B, T, N)`` (fine-tuning heads);
+    - :meth:`generate` to continue prompts.
+
+    Attention runs on the fused kernel; set ``need_weights = True`` to run the explicit
+    path and keep ``attention_weights``, one ``(B, H, T, P + T)`` tensor per block.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.token_embedding = nn.Embedding(c.vocab_size, c.d_model)  # W_e (V, N)
+        self.pos_embedding = LearnedPositionalEncoding(c.d_model, c.dropout, c.max_len)  # W_p
+        self.blks = nn.ModuleList(GPTBlock(c) for _ in range(c.num_layers))
+        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)  # GPT-2's final LayerNorm
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head.weight = self.token_embedding.weight  # weight tying: logits = h W_eᵀ
+        self.attention_weights: list[Tensor | None] = [None] * c.num_layers
+        self._init_weights()
+
+    # -- initialisation and sizes --------------------------------------------------------------
+
+    def _init_weights(self) -> None:
+        """GPT, section 4.1: N(0, 0.02) weights, zero biases; GPT-2, section 2.3: the
+        projections that write into the residual stream scaled by 1 / sqrt(2 L)."""
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    module.weight.normal_(0.0, 0.02)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    module.bias.zero_()
+            self.pos_embedding.P.normal_(0.0, 0.02)
+            residual_std = 0.02 / math.sqrt(2 * self.config.num_layers)
+            for blk in self.blks:
+                blk.attention.mha.W_o.weight.normal_(0.0, residual_std)
+                blk.ffn.dense2.weight.normal_(0.0, residual_std)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """The number of parameters, the tied embedding / output matrix counted once.
+
+        With ``exclude_embeddings=True``, without the token and position embeddings (the
+        "non-embedding" count of Kaplan et al., 2020, and of Hugging Face's
+        ``num_parameters(exclude_embeddings=True)``).
+        """
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields a tied one once
+        if exclude_embeddings:
+            total -= self.token_embedding.weight.numel() + self.pos_embedding.P.numel()
+        return total
+
+    # -- attention weights ---------------------------------------------------------------------
+
+    @property
+    def need_weights(self) -> bool:
+        return all(blk.attention.need_weights for blk in self.blks)
+
+    @need_weights.setter
+    def need_weights(self, value: bool) -> None:
+        for blk in self.blks:
+            blk.attention.need_weights = value
+
+    # -- forward passes ------------------------------------------------------------------------
+
+    def _check_past(self, past, idx: Tensor) -> int:
+        """Validate a cache from :meth:`forward_with_cache`; return P, its length."""
+        if past is None:
+            return 0
+        L = self.config.num_layers
+        if not isinstance(past, (list, tuple)) or len(past) != L:
+            got = f"{type(past).__name__} of length {len(past)}" \
+                if isinstance(past, (list, tuple)) else type(past).__name__
+            raise TypeError(f"past must be the list of {L} (keys, values) pairs returned by "
+                            f"forward_with_cache (one per block), got {got}")
+        lengths = set()
+        for layer, pair in enumerate(past):
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(isinstance(t, Tensor) and t.dim() == 4 for t in pair)):
+                raise TypeError(f"past[{layer}] must be a pair (keys, values) of (B, H, P, D) "
+                                f"tensors, got {type(pair).__name__}")
+            check_dim_match("idx", idx, 0, f"past[{layer}] keys", pair[0], 0, "batch sizes")
+            lengths.update((pair[0].shape[2], pair[1].shape[2]))
+        if len(lengths) != 1:
+            raise ValueError(f"every block's cache must hold the same number of positions, "
+                             f"got lengths {sorted(lengths)}")
+        return lengths.pop()
+
+    def _run(self, idx: Tensor, past=None) -> tuple[Tensor, GPTCache]:
+        """``idx (B, T)`` at positions P..P+T-1 -> (final hidden states (B, T, N), cache)."""
+        _check_tokens("idx", idx, self.config.vocab_size)
+        P = self._check_past(past, idx)
+        _check_length("idx", idx, P, self.config.max_len)
+        # The new tokens sit at positions P..P+T-1, so they take those position vectors
+        X = self.pos_embedding(self.token_embedding(idx), offset=P)  # (B, T, N)
+        present = []
+        for layer, blk in enumerate(self.blks):
+            X, cache = blk(X, None if past is None else past[layer])  # (B, T, N)
+            present.append(cache)
+        self.attention_weights = [blk.attention.attention_weights for blk in self.blks]
+        return self.norm(X), present  # (B, T, N)
+
+    def features(self, idx: Tensor) -> Tensor:
+        """``idx (B, T)`` -> the last block's outputs after the final LayerNorm, ``(B, T, N)``.
+
+        GPT's fine-tuning (sections 3.2 and 3.3) feeds the state of the last ("extract")
+        token to a new linear layer: ``model.features(idx)[:, -1]``.
+        """
+        return self._run(idx)[0]
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None):
+        """Next-token logits for every position, and the loss when targets are given.
+
+        Args:
+            idx: ``(B, T)`` integer token ids, ``T <= max_len``.
+            targets: ``(B, T)`` the token that follows each position (``idx`` shifted by
+                one), or ``-100`` where the position does not count; or None.
+
+        Returns:
+            ``logits (B, T, V)``, or ``(logits, loss)`` with ``loss`` the mean cross-entropy
+            over the counted positions (0 if none counts), computed in float32.
+        """
+        logits = self.lm_head(self._run(idx)[0])  # (B, T, V)
+        if targets is None:
+            return logits
+        return logits, lm_loss(logits, targets)
+
+    def forward_with_cache(self, idx: Tensor, past: GPTCache | None = None
+                           ) -> tuple[Tensor, GPTCache]:
+        """Incremental forward pass: feed only the new tokens, reuse the cached keys/values.
+
+        Args:
+            idx: ``(B, T)`` the new token ids, at positions P..P+T-1 (``P + T <= max_len``).
+            past: the cache returned by the previous call, or None for a fresh sequence
+                (P = 0).
+
+        Returns:
+            ``(logits (B, T, V), present)``, ``present`` covering all P + T positions: a
+            list with one ``(K, V)`` pair per block, each ``(B, H, P + T, D)``. The logits
+            equal those of ``model(full sequence)`` at the new positions.
+        """
+        X, present = self._run(idx, past)
+        return self.lm_head(X), present  # (B, T, V)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, *,
+                 do_sample: bool = True, use_cache: bool = True,
+                 generator: torch.Generator | None = None, eos_id: int | None = None) -> Tensor:
+        """Continue the prompts ``idx`` one token at a time.
+
+        Each step takes the logits of the last position, divides them by ``temperature``,
+        keeps the ``top_k`` best and the ``top_p`` nucleus (in that order) and samples from
+        the softmax; ``temperature=0`` or ``do_sample=False`` picks the arg max instead
+        (greedy decoding, ties going to the lowest id). Runs in eval mode (the modules'
+        modes are restored afterwards) and without gradients.
+
+        With ``use_cache`` the prompt is processed once and every later step feeds one token
+        with the KV cache; without it every step re-reads the whole sequence. Both give the
+        same tokens. When the sequence outgrows ``max_len``, the model sees its last
+        ``max_len`` tokens only (positions restart at 0, so the cache is rebuilt each step).
+
+        Args:
+            idx: ``(B, T)`` prompt token ids (``T >= 1``).
+            max_new_tokens: the number of tokens to append (fewer if every row ends).
+            temperature: > 0 to sample (< 1 sharpens, > 1 flattens), 0 for greedy.
+            top_k: sample among the k most probable tokens only (:func:`top_k_filter`).
+            top_p: sample within the nucleus of mass p (:func:`top_p_filter`).
+            do_sample: False for greedy decoding whatever the temperature.
+            use_cache: use the KV cache.
+            generator: a ``torch.Generator`` on the model's device, for reproducible samples.
+            eos_id: a row that produces this token is finished: it gets ``eos_id`` from then
+                on, and generation stops when every row is finished.
+
+        Returns:
+            ``(B, T + n)`` the prompts followed by the n generated tokens.
+        """
+        _check_tokens("idx", idx, self.config.vocab_size)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, "
+                             f"got {max_new_tokens!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not (temperature >= 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), "
+                             f"got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):
+            raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
+                                  or not 0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must be None or lie in (0, 1], got {top_p!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, "
+                            f"got {type(generator).__name__}")
+        if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int)
+                                   or not 0 <= eos_id < self.config.vocab_size):
+            raise ValueError(f"eos_id must be None or a token id in [0, "
+                             f"{self.config.vocab_size}), got {eos_id!r}")
+        greedy = not do_sample or temperature == 0
+        max_len = self.config.max_len
+        out = idx
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # (B,)
+        with _EvalMode(self):
+            past = None
+            for _ in range(max_new_tokens):
+                cached = 0 if past is None else past[0][0].shape[2]
+                if use_cache and past is not None and cached < max_len:
+                    X, past = self._run(out[:, -1:], past)  # (B, 1, N): only the new token
+                else:
+                    X, past = self._run(out[:, -max_len:])  # (B, min(T', max_len), N)
+                logits = self.lm_head(X[:, -1]).float()  # (B, V)
+                if greedy:
+                    next_id = logits.argmax(dim=-1)  # (B,)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        logits = top_k_filter(logits, top_k)
+                    if top_p is not None:
+                        logits = top_p_filter(logits, top_p)
+                    probs = F.softmax(logits, dim=-1)  # (B, V)
+                    next_id = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (B,)
+                if eos_id is not None:
+                    next_id = next_id.masked_fill(finished, eos_id)
+                    finished = finished | (next_id == eos_id)
+                out = torch.cat((out, next_id[:, None].to(out.dtype)), dim=1)  # (B, T' + 1)
+                if eos_id is not None and bool(finished.all()):
+                    break
+        return out
+
+    # -- loading GPT-2 weights -----------------------------------------------------------------
+
+    @classmethod
+    def from_huggingface(cls, source: Any, config: Any = None, *, dtype: torch.dtype | None = None,
+                         cache_dir: str | None = None) -> "GPT":
+        """Build a :class:`GPT` holding Hugging Face GPT-2 weights; see
+        :func:`gpt_from_huggingface`."""
+        return gpt_from_huggingface(source, config, dtype=dtype, cache_dir=cache_dir)
+
+
+def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Mean next-token cross-entropy (GPT, eq. (1)) over the positions that count.
+
+    Args:
+        logits: ``(B, T, V)``.
+        targets: ``(B, T)`` token ids in ``[0, V)``, or ``ignore_index`` for positions that
+            do not count (padding, the prompt part of a fine-tuning example...).
+        ignore_index: the id of the positions that do not count.
+
+    Returns:
+        A 0-dim float32 loss; 0 (with zero gradients, not NaN) if no position counts.
+    """
+    check_tensor("logits", logits, ndim=3)
+    check_floating("logits", logits)
+    check_tensor("targets", targets, ndim=2)
+    if not _is_integer(targets):
+        raise TypeError(f"targets must hold integer token ids, got dtype {targets.dtype} "
+                        f"with shape {shape_str(targets)}")
+    if logits.shape[:2] != targets.shape:
+        raise ValueError(f"logits (B, T, V) and targets (B, T) disagree: logits has shape "
+                         f"{shape_str(logits)}, targets has shape {shape_str(targets)}")
+    V = logits.shape[-1]
+    counted = targets != ignore_index  # (B, T)
+    if targets.numel():
+        lo, hi = torch.stack(torch.aminmax(targets.masked_fill(~counted, 0))).tolist()
+        if lo < 0 or hi >= V:
+            raise ValueError(f"targets must lie in [0, {V}) (the vocabulary of the logits, "
+                             f"shape {shape_str(logits)}) or equal ignore_index="
+                             f"{ignore_index}, got values from {lo} to {hi}")
+    total = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1),
+                            ignore_index=ignore_index, reduction="sum")
+    return total / counted.sum().clamp(min=1)  # the mean over counted positions
+
+
+# -- loading Hugging Face GPT-2 weights ------------------------------------------------------
+
+# GPT-2's names for the FFN nonlinearity; "gelu_new" is the tanh approximation
+_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
+                   "relu": "relu"}
+
+
+def _config_get(config: Any, key: str, default: Any = None) -> Any:
+    if isinstance(config, Mapping):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
+def gpt_config_from_huggingface(hf_config: Any) -> GPTConfig:
+    """A :class:`GPTConfig` from a ``transformers.GPT2Config`` (or its ``to_dict()``).
+
+    The three dropouts of GPT-2 (``embd_pdrop``, ``attn_pdrop``, ``resid_pdrop``) become
+    one, ``resid_pdrop`` (they are all 0.1 in the released models). Options that change
+    the computation in ways :class:`GPT` does not implement raise ``ValueError``.
+    """
+    activation = _config_get(hf_config, "activation_function", "gelu_new")
+    if activation not in _HF_ACTIVATIONS:
+        raise ValueError(f"activation_function={activation!r} is not supported; GPT supports "
+                         f"{sorted(_HF_ACTIVATIONS)}")
+    unsupported = {"scale_attn_weights": (_config_get(hf_config, "scale_attn_weights", True),
+                                          True),
+                   "scale_attn_by_inverse_layer_idx": (
+                       _config_get(hf_config, "scale_attn_by_inverse_layer_idx", False), False),
+                   "add_cross_attention": (_config_get(hf_config, "add_cross_attention", False),
+                                           False),
+                   "tie_word_embeddings": (_config_get(hf_config, "tie_word_embeddings", True),
+                                           True)}
+    for key, (value, supported) in unsupported.items():
+        if bool(value) != supported:
+            raise ValueError(f"{key}={value!r} is not supported (GPT implements {key}="
+                             f"{supported})")
+    d_model = _config_get(hf_config, "n_embd")
+    if d_model is None:
+        raise TypeError(f"config must be a GPT2Config or its dict (with n_embd, n_layer, "
+                        f"n_head, n_positions, vocab_size), got {type(hf_config).__name__}")
+    return GPTConfig(vocab_size=_config_get(hf_config, "vocab_size"),
+                     max_len=_config_get(hf_config, "n_positions"),
+                     num_layers=_config_get(hf_config, "n_layer"),
+                     num_heads=_config_get(hf_config, "n_head"),
+                     d_model=d_model,
+                     ffn_num_hiddens=_config_get(hf_config, "n_inner"),
+                     dropout=float(_config_get(hf_config, "resid_pdrop", 0.1)),
+                     bias=True,
+                     layer_norm_eps=float(_config_get(hf_config, "layer_norm_epsilon", 1e-5)),
+                     activation=_HF_ACTIVATIONS[activation])
+
+
+def _convert_hf_state_dict(hf_state: Mapping[str, Tensor], config: GPTConfig
+                           ) -> dict[str, Tensor]:
+    """Rename (and reshape) a GPT-2 state dict into :class:`GPT`'s.
+
+    GPT-2 stores its linear layers as ``Conv1D``, ``y = x W + b`` with ``W`` of shape
+    ``(in, out)``, the transpose of ``nn.Linear``'s ``(out, in)``; and its attention
+    projects queries, keys and values with one packed ``c_attn`` of ``3N`` outputs,
+    which is split into ``W_q``, ``W_k``, ``W_v`` (in that order).
+    """
+    state = {(k[len("transformer."):] if k.startswith("transformer.") else k): v
+             for k, v in hf_state.items()}
+    head = state.pop("lm_head.weight", None)
+    N, L = config.d_model, config.num_layers
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> Tensor:
+        if key not in state:
+            raise KeyError(f"the GPT-2 state dict has no {key!r} (expected {L} layers "
+                           f"h.0 ... h.{L - 1}, wte, wpe, ln_f)")
+        used.add(key)
+        return state[key]
+
+    out["token_embedding.weight"] = take("wte.weight")  # (V, N)
+    out["pos_embedding.P"] = take("wpe.weight")[None]  # (1, max_len, N)
+    for i in range(L):
+        h, ours = f"h.{i}.", f"blks.{i}."
+        for hf_ln, our_ln in (("ln_1", "addnorm1.ln"), ("ln_2", "addnorm2.ln")):
+            out[ours + our_ln + ".weight"] = take(h + hf_ln + ".weight")
+            out[ours + our_ln + ".bias"] = take(h + hf_ln + ".bias")
+        W = take(h + "attn.c_attn.weight").t()  # (3N, N) after the Conv1D transpose
+        b = take(h + "attn.c_attn.bias")  # (3N,)
+        for j, name in enumerate(("W_q", "W_k", "W_v")):
+            out[ours + f"attention.mha.{name}.weight"] = W[j * N:(j + 1) * N]  # (N, N)
+            out[ours + f"attention.mha.{name}.bias"] = b[j * N:(j + 1) * N]  # (N,)
+        out[ours + "attention.mha.W_o.weight"] = take(h + "attn.c_proj.weight").t()  # (N, N)
+        out[ours + "attention.mha.W_o.bias"] = take(h + "attn.c_proj.bias")
+        out[ours + "ffn.dense1.weight"] = take(h + "mlp.c_fc.weight").t()  # (F, N)
+        out[ours + "ffn.dense1.bias"] = take(h + "mlp.c_fc.bias")
+        out[ours + "ffn.dense2.weight"] = take(h + "mlp.c_proj.weight").t()  # (N, F)
+        out[ours + "ffn.dense2.bias"] = take(h + "mlp.c_proj.bias")
+    out["norm.weight"], out["norm.bias"] = take("ln_f.weight"), take("ln_f.bias")
+    # Older checkpoints also store the causal mask as buffers h.i.attn.bias / masked_bias
+    buffers = {f"h.{i}.attn.{name}" for i in range(L) for name in ("bias", "masked_bias")}
+    unknown = sorted(set(state) - used - buffers)
+    if unknown:
+        raise ValueError(f"unexpected entries in the GPT-2 state dict (is it a GPT-2 with "
+                         f"{L} layers?): {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    if head is not None and not (head.shape == out["token_embedding.weight"].shape
+                                 and torch.equal(head, out["token_embedding.weight"])):
+        raise ValueError("lm_head.weight differs from the token embedding wte.weight; GPT "
+                         "ties the two (as GPT-2 does), so an untied head cannot be loaded")
+    out["lm_head.weight"] = out["token_embedding.weight"]
+    return out
+
+
+def _hub_model(name: str, cache_dir: str | None):
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError("Loading GPT-2 weights by name needs Hugging Face transformers, "
+                          "which qkvcourse does not install: pip install transformers") from err
+    try:
+        return transformers.GPT2LMHeadModel.from_pretrained(name, cache_dir=cache_dir)
+    except OSError as err:
+        raise OSError(
+            f"Could not load {name!r} from the Hugging Face Hub: downloading pretrained "
+            f"weights needs the network (and no HF_HUB_OFFLINE=1), unless they are already "
+            f"in the cache. Run this on a machine with network access (e.g. Colab) to "
+            f"download them once. The chapter continues with the local model, "
+            f"GPT(GPTConfig.tiny(vocab_size)) trained on the course's text, which needs no "
+            f"download. ({type(err).__name__}: {err})") from err
+
+
+def gpt_from_huggingface(source: Any, config: Any = None, *, dtype: torch.dtype | None = None,
+                         cache_dir: str | None = None) -> GPT:
+    """A :class:`GPT` with the weights of a Hugging Face GPT-2.
+
+    Args:
+        source: one of
+
+            - a ``transformers.GPT2LMHeadModel`` or ``GPT2Model`` (its ``config`` is used);
+            - a GPT-2 state dict (of either), with ``config`` given;
+            - a hub name such as ``"gpt2"`` (124M), ``"gpt2-medium"``: downloaded once with
+              ``transformers`` (which must be installed; needs the network).
+        config: the ``GPT2Config`` (or its dict) when ``source`` is a state dict.
+        dtype: the parameters' dtype (e.g. ``torch.bfloat16``); None keeps the source's.
+        cache_dir: where ``transformers`` caches downloads (hub names only).
+
+    Returns:
+        A :class:`GPT` in eval mode on the source's device, whose logits equal those of
+        ``GPT2LMHeadModel`` on the same weights.
+    """
+    if isinstance(source, str):
+        source = _hub_model(source, cache_dir)
+    if isinstance(source, nn.Module):
+        if config is None:
+            config = getattr(source, "config", None)
+        if config is None:
+            raise TypeError(f"source {type(source).__name__} has no .config; pass config=")
+        hf_state = source.state_dict()
+    elif isinstance(source, Mapping):
+        if config is None:
+            raise TypeError("config is required when source is a state dict: pass the "
+                            "GPT2Config (or its to_dict()) of the checkpoint")
+        hf_state = source
+    else:
+        raise TypeError(f"source must be a GPT2LMHeadModel / GPT2Model, a state dict or a hub "
+                        f"name, got {type(source).__name__}")
+    gpt_config = gpt_config_from_huggingface(config)
+    state = _convert_hf_state_dict(hf_state, gpt_config)
+    wte = state["token_embedding.weight"]
+    model = GPT(gpt_config)
+    model.load_state_dict(state)
+    return model.to(device=wte.device, dtype=dtype or wte.dtype).eval()
