@@ -12,7 +12,10 @@ The package is organised in the order the course teaches:
 - ``transformer`` encoder and decoder blocks, the three attention flavours (chapter 7)
 - ``decoding``    greedy and beam search, BLEU (chapters 4, 7)
 - ``trainer``     a generic trainer with the performance switches in one place
-- ``data``        vocabularies, the generated date-translation task, Tatoeba, downloads
+- ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, Hugging Face loader (chapter 9)
+- ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
+- ``data``        vocabularies, tokenizers (character, byte-level BPE), the generated
+                  date-translation task, offline corpora, checksummed downloads
 - ``plotting``, ``utils``  figures, devices, seeding
 
 Mask convention everywhere: a boolean mask is True where a query may attend.
@@ -42,8 +45,15 @@ from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSe
 from .decoding import Hypotheses, Hypothesis, beam_search, bleu, corpus_bleu, greedy_search
 from .trainer import (Callback, Checkpoint, EarlyStopping, LossCurve, PrintMetrics, Trainer,
                       TrainerConfig, transformer_schedule, warmup_cosine_schedule)
+from .gpt import (GPT, GPTBlock, GPTConfig, gpt_config_from_huggingface, gpt_from_huggingface,
+                  lm_loss, top_k_filter, top_p_filter)
+from .bert import (BERTBatch, BERTConfig, BERTEncoder, BERTLoss, BERTModel, BERTPretrainingData,
+                   MaskLM, NextSentencePred, bert_batch_loss, bert_from_huggingface,
+                   bert_pretraining_loss, bert_vocab, get_tokens_and_segments, make_bert,
+                   mask_tokens, next_sentence_pairs)
 from . import data
-from .data import DateTranslationData, TatoebaData, Vocab
+from .data import (BPETokenizer, CharTokenizer, DateTranslationData, TatoebaData, Vocab,
+                   load_offline_corpus)
 
 __version__ = "0.1.0"
 
@@ -66,4 +76,11 @@ __all__ = [
     "TransformerEncoderBlock", "Vocab", "beam_search", "bleu", "corpus_bleu", "data",
     "greedy_search", "make_rnn_seq2seq", "make_transformer", "map_state", "sequence_loss",
     "transformer_schedule", "warmup_cosine_schedule",
+    # pretraining (chapters 9, 10)
+    "BERTBatch", "BERTConfig", "BERTEncoder", "BERTLoss", "BERTModel", "BERTPretrainingData",
+    "BPETokenizer", "CharTokenizer", "GPT", "GPTBlock", "GPTConfig", "MaskLM", "NextSentencePred",
+    "bert_batch_loss", "bert_from_huggingface", "bert_pretraining_loss", "bert_vocab",
+    "get_tokens_and_segments", "gpt_config_from_huggingface", "gpt_from_huggingface",
+    "load_offline_corpus", "lm_loss", "make_bert", "mask_tokens", "next_sentence_pairs",
+    "top_k_filter", "top_p_filter",
 ]

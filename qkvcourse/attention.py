@@ -165,6 +165,12 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise ValueError(f"dropout_p must lie in [0, 1), got {dropout_p}")
     if scale is not None and not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
+    if is_causal and attn_mask is None and use_fused_path(need_weights):
+        # Causal and nothing else: PyTorch's own flag (top-left aligned, like causal_mask)
+        # lets FlashAttention kernels skip the masked tiles. No row is ever fully masked:
+        # every query sees key 0.
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p,
+                                              is_causal=True, scale=scale)
     mask = _combine_masks(attn_mask, is_causal, L, S, query.device)
 
     if not use_fused_path(need_weights):

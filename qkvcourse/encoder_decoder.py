@@ -85,11 +85,17 @@ def sequence_loss(logits: Tensor, targets: Tensor, pad_id: int,
     Args:
         logits: ``(B, T, V)``.
         targets: ``(B, T)`` token ids; positions equal to ``pad_id`` do not count.
+
+    Returns:
+        A 0-dim float32 loss; 0 (not NaN) when every target is padding.
     """
     check_tensor("logits", logits, ndim=3)
     check_tensor("targets", targets, ndim=2)
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits (B, T, V) and targets (B, T) disagree: logits has shape "
                          f"{shape_str(logits)}, targets has shape {shape_str(targets)}")
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                           ignore_index=pad_id, label_smoothing=label_smoothing)
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                             ignore_index=pad_id, label_smoothing=label_smoothing,
+                             reduction="none")  # (B*T,), 0 at padding
+    # Sum over the counted tokens / their number; a batch of padding only gives 0, not 0/0
+    return losses.sum() / (targets != pad_id).sum().clamp_min(1)

@@ -299,8 +299,13 @@ class CausalSelfAttention(_Attention):
             k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
             v = torch.cat((past_v, v), dim=2)  # (B, H, P+T, D)
         P = k.shape[2] - T
-        mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
-        out = mha.attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        if P == 0:
+            # No cache: plain causal attention, which lets a fused kernel (FlashAttention on
+            # CUDA) skip the masked half instead of reading an explicit mask
+            out = mha.attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        else:
+            mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
+            out = mha.attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
         return mha.W_o(merge_heads(out)), (k, v)  # (B, T, N)
 
     def _check_cache(self, cache, k: Tensor) -> KVCache:

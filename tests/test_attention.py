@@ -427,3 +427,16 @@ def test_valid_lens_combined_with_attn_mask(backend, valid_lens):
         queries, keys, values, attn_mask=float_mask.masked_fill(~lens_mask, float("-inf"))), **TIGHT)
     torch.testing.assert_close(out_bool, F.scaled_dot_product_attention(
         queries, keys, values, attn_mask=bool_mask & lens_mask), **TIGHT)
+
+
+def test_causal_only_fast_path_matches_explicit_and_torch():
+    """is_causal with no other mask goes straight to PyTorch's flag; same numbers."""
+    torch.manual_seed(3)
+    for L, S in ((5, 5), (3, 6), (6, 3)):
+        q, k, v = torch.randn(2, 2, L, 8), torch.randn(2, 2, S, 8), torch.randn(2, 2, S, 4)
+        with qc.attention_backend("explicit"):
+            explicit = qc.scaled_dot_product_attention(q, k, v, is_causal=True)
+        fused = qc.scaled_dot_product_attention(q, k, v, is_causal=True)
+        reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        torch.testing.assert_close(fused, reference, rtol=0, atol=0)
+        torch.testing.assert_close(explicit, reference, rtol=1e-5, atol=1e-6)

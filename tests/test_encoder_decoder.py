@@ -68,3 +68,22 @@ def test_map_state_handles_named_tuples():
                                   torch.tensor([1, 1]))
     assert isinstance(out, State)
     assert out.hidden.tolist() == [1, 1] and out.lengths.tolist() == [6, 6]
+
+
+def test_sequence_loss_of_padding_only_is_zero_not_nan():
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    loss = sequence_loss(logits, torch.zeros(2, 3, dtype=torch.long), pad_id=0)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(logits.grad == 0)
+
+
+def test_sequence_loss_label_smoothing_matches_pytorch_mean():
+    torch.manual_seed(1)
+    logits, targets = torch.randn(2, 4, 6), torch.randint(1, 6, (2, 4))
+    targets[1, 2:] = 0
+    keep = targets.reshape(-1) != 0
+    expected = F.cross_entropy(logits.reshape(-1, 6)[keep], targets.reshape(-1)[keep],
+                               label_smoothing=0.1)
+    torch.testing.assert_close(sequence_loss(logits, targets, pad_id=0, label_smoothing=0.1),
+                               expected)
