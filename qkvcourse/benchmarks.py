@@ -12,6 +12,9 @@ Benchmarks:
 - ``transformer``: training throughput (target tokens per second: forward, backward and an
   AdamW step) of ``qc.make_transformer`` vs a model of the same size built from
   ``torch.nn.Transformer`` layers with the same embeddings, positions and output layer.
+- ``gpt``: GPT training throughput (tokens per second, AdamW step included) of ``qc.GPT``
+  vs Hugging Face ``GPT2LMHeadModel`` with SDPA attention at the same config and weights;
+  on CUDA also with bf16 autocast and ``torch.compile``, reported as model FLOPs utilisation.
 """
 from __future__ import annotations
 
@@ -146,6 +149,55 @@ def bench_transformer(device: torch.device, config: TransformerConfig, batch: in
                 params_ref=sum(p.numel() for p in theirs.parameters()))
 
 
+def gpt_train_flops_per_token(config) -> float:
+    """6·N (forward + backward over the non-embedding parameters) + attention's 12·L·T·d."""
+    n = 12 * config.num_layers * config.d_model ** 2  # ≈ non-embedding parameters
+    return 6 * n + 12 * config.num_layers * config.max_len * config.d_model
+
+
+def bench_gpt(device: torch.device, config, batch: int, rounds: int, inner: int,
+              autocast_dtype=None, compile_model: bool = False) -> dict:
+    """Training tokens/s of qc.GPT and HF GPT2LMHeadModel (SDPA) with identical weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from .gpt import GPT
+    torch.manual_seed(0)
+    hf_config = GPT2Config(vocab_size=config.vocab_size, n_positions=config.max_len,
+                           n_embd=config.d_model, n_layer=config.num_layers,
+                           n_head=config.num_heads, resid_pdrop=config.dropout,
+                           embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                           bos_token_id=0, eos_token_id=0)
+    hf_config._attn_implementation = "sdpa"  # PyTorch's fused kernel, as ours
+    theirs = GPT2LMHeadModel(hf_config).to(device).train()
+    assert theirs.config._attn_implementation == "sdpa"
+    ours = GPT.from_huggingface(theirs).to(device).train()
+    idx = torch.randint(0, config.vocab_size, (batch, config.max_len + 1),
+                        generator=torch.Generator().manual_seed(1)).to(device)
+    inputs, targets = idx[:, :-1], idx[:, 1:]
+
+    def step_fn(model, hf: bool):
+        if compile_model:
+            model = torch.compile(model)
+        params = [p for p in model.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=1e-4,
+                                      **({"fused": True} if device.type == "cuda" else {}))
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                if hf:
+                    loss = model(input_ids=inputs, labels=inputs).loss  # HF shifts internally
+                else:
+                    loss = model(inputs, targets)[1]
+            loss.backward()
+            optimizer.step()
+        return step
+
+    t = _interleaved_medians({"ours": step_fn(ours, False), "hf": step_fn(theirs, True)},
+                             device, rounds, inner)
+    tokens = batch * config.max_len
+    return dict(ours=tokens / t["ours"], ref=tokens / t["hf"])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="all", help="cpu, cuda or all (every device present)")
@@ -155,7 +207,7 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--inner", type=int, default=5)
-    parser.add_argument("--only", choices=["mha", "transformer"], default=None)
+    parser.add_argument("--only", choices=["mha", "transformer", "gpt"], default=None)
     args = parser.parse_args(argv)
 
     devices = [torch.device("cpu")]
@@ -168,10 +220,12 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} threads")
     for device in devices:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        if args.only != "transformer":
+        if args.only in (None, "mha"):
             run_mha(args, device, name)
-        if args.only != "mha":
+        if args.only in (None, "transformer"):
             run_transformer(args, device, name)
+        if args.only in (None, "gpt"):
+            run_gpt(args, device, name)
 
 
 def run_mha(args, device, name) -> None:
@@ -200,6 +254,33 @@ def run_transformer(args, device, name) -> None:
                               rounds=max(3, args.rounds // 3), inner=2)
         print(f"{label:<36}{r['ours']:>16.0f}{r['ref']:>13.0f}{r['ours'] / r['ref']:>8.3f}"
               f"{r['params_ours']:>10d}/{r['params_ref']:<9d}")
+
+
+
+def run_gpt(args, device, name) -> None:
+    from .gpt import GPTConfig
+    cuda = device.type == "cuda"
+    sizes = {"course (L=4, d=128, T=128)": (GPTConfig(vocab_size=96), 16)}
+    if cuda:
+        sizes["GPT-2 small (L=12, d=768, T=1024)"] = (GPTConfig.gpt2_small(), 16)
+    else:
+        sizes["medium (L=6, d=384, T=256)"] = (GPTConfig(vocab_size=512, max_len=256,
+                                                          num_layers=6, num_heads=6, d_model=384), 8)
+    print(f"\nGPT training (forward, backward, AdamW step) on {device} ({name}), dropout 0.1")
+    print(f"{'model':<36}{'precision':<14}{'qkvcourse tok/s':>16}{'HF tok/s':>11}{'ratio':>8}"
+          f"{'qc MFU':>9}")
+    runs = [("fp32", None, False)]
+    if cuda:
+        runs += [("bf16", torch.bfloat16, False), ("bf16+compile", torch.bfloat16, True)]
+    peak = 989e12 if cuda else None  # dense bf16 FLOP/s of an H100/H200 SXM; CPU: not reported
+    for label, (config, batch) in sizes.items():
+        for precision, dtype, compiled in runs:
+            r = bench_gpt(device, config, batch, rounds=max(3, args.rounds // 3), inner=2,
+                          autocast_dtype=dtype, compile_model=compiled)
+            mfu = "" if peak is None or dtype is None else \
+                f"{r['ours'] * gpt_train_flops_per_token(config) / peak:>9.1%}"
+            print(f"{label:<36}{precision:<14}{r['ours']:>16.0f}{r['ref']:>11.0f}"
+                  f"{r['ours'] / r['ref']:>8.3f}{mfu}")
 
 
 if __name__ == "__main__":
