@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ._validate import check_dim_match, check_floating, check_tensor, shape_str
 from .attention import DotProductAttention
@@ -123,14 +124,31 @@ class MultiHeadAttention(nn.Module):
         check_dim_match("keys", keys, 0, "values", values, 0, "batch sizes")
         check_dim_match("keys", keys, 1, "values", values, 1, "numbers of key-value pairs")
 
+    def project(self, queries: Tensor, keys: Tensor, values: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """The per-head projections: ``(B, H, L, D)``, ``(B, H, S, D)``, ``(B, H, S, D)``.
+
+        For self-attention (one tensor passed three times) the three projections are
+        one matrix product with the stacked weights [W_q; W_k; W_v]: the same numbers
+        as three products, but one larger GEMM forward and one backward, which is faster.
+        """
+        H = self.num_heads
+        if queries is keys and keys is values and \
+                self.W_q.in_features == self.W_k.in_features == self.W_v.in_features:
+            weight = torch.cat((self.W_q.weight, self.W_k.weight, self.W_v.weight))  # (3N, Eq)
+            bias = None if self.W_q.bias is None else \
+                torch.cat((self.W_q.bias, self.W_k.bias, self.W_v.bias))  # (3N,)
+            qkv = F.linear(queries, weight, bias)  # (B, L, 3N)
+            q, k, v = qkv.split(self.num_hiddens, dim=-1)  # (B, L, N) each
+        else:
+            q, k, v = self.W_q(queries), self.W_k(keys), self.W_v(values)
+        return split_heads(q, H), split_heads(k, H), split_heads(v, H)  # (B, H, T, D)
+
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
         self._check_inputs(queries, keys, values)
-        H = self.num_heads
-        q = split_heads(self.W_q(queries), H)  # (B, H, L, D)
-        k = split_heads(self.W_k(keys), H)  # (B, H, S, D)
-        v = split_heads(self.W_v(values), H)  # (B, H, S, D)
+        q, k, v = self.project(queries, keys, values)  # (B, H, L|S, D)
         out = self.attention(q, k, v, valid_lens, attn_mask=attn_mask, is_causal=is_causal,
                              need_weights=need_weights)  # (B, H, L, D)
         return self.W_o(merge_heads(out))  # (B, L, N)

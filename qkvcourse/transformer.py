@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from ._validate import check_dim_match, check_floating, check_tensor, shape_str
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
 from .masking import causal_mask
-from .multihead import MultiHeadAttention, merge_heads, split_heads
+from .multihead import MultiHeadAttention, merge_heads
 from .positional import PositionalEncoding
 
 KVCache = tuple[Tensor, Tensor]  # (keys (B, H, P, D), values (B, H, P, D)), projected
@@ -289,11 +289,9 @@ class CausalSelfAttention(_Attention):
 
     def forward(self, X: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         _check_hidden("X", X, self.num_hiddens)
-        mha, H = self.mha, self.num_heads
+        mha = self.mha
         T = X.shape[1]
-        q = split_heads(mha.W_q(X), H)  # (B, H, T, D)
-        k = split_heads(mha.W_k(X), H)  # (B, H, T, D)
-        v = split_heads(mha.W_v(X), H)  # (B, H, T, D)
+        q, k, v = mha.project(X, X, X)  # (B, H, T, D) each
         if cache is not None:
             past_k, past_v = self._check_cache(cache, k)
             k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
