@@ -51,7 +51,8 @@ from .bert import (BERTBatch, BERTConfig, BERTEncoder, BERTLoss, BERTModel, BERT
                    MaskLM, NextSentencePred, bert_batch_loss, bert_from_huggingface,
                    bert_pretraining_loss, bert_vocab, get_tokens_and_segments, make_bert,
                    mask_tokens, next_sentence_pairs)
-from . import data
+from . import data, distributed
+from .distributed import distributed_loader
 from .data import (BPETokenizer, CharTokenizer, DateTranslationData, TatoebaData, Vocab,
                    load_offline_corpus)
 
@@ -82,5 +83,5 @@ __all__ = [
     "bert_batch_loss", "bert_from_huggingface", "bert_pretraining_loss", "bert_vocab",
     "get_tokens_and_segments", "gpt_config_from_huggingface", "gpt_from_huggingface",
     "load_offline_corpus", "lm_loss", "make_bert", "mask_tokens", "next_sentence_pairs",
-    "top_k_filter", "top_p_filter",
+    "top_k_filter", "top_p_filter", "distributed", "distributed_loader",
 ]

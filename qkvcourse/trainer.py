@@ -23,6 +23,8 @@ autocast bf16             CUDA with native bf16 (compute capability ≥ 8.0)
 autocast fp16 + scaler    CUDA without native bf16 (e.g. a Colab T4)
 ``torch.compile``         ``config.compile`` and CUDA (capability ≥ 7.0)
 fused AdamW               the default optimiser on CUDA
+DistributedDataParallel   started by ``torchrun`` with ≥ 2 processes, or a
+                          process group already initialised
 ========================  ================================================
 
 Shape legend: B batch (the first dimension of the first tensor in a batch).
@@ -36,10 +38,47 @@ paper (Vaswani et al., 2017, section 5.3).
     >>> trainer = Trainer(model, loss_fn, train_loader, val_loader,
     ...                   callbacks=[PrintMetrics()], config=TrainerConfig(max_epochs=5))
     >>> history = trainer.fit()
+
+Several processes (DistributedDataParallel)
+-------------------------------------------
+The same script trains on W processes, one per GPU (or W CPU processes) when started
+with ``torchrun``::
+
+    torchrun --nproc_per_node=2 your_script.py
+
+With the default ``TrainerConfig(distributed="auto")`` the trainer sees torchrun's
+environment variables (``WORLD_SIZE`` > 1), creates the process group (backend
+``gloo`` on the CPU, ``nccl`` on CUDA, each process on GPU ``LOCAL_RANK``) and wraps
+the model in ``DistributedDataParallel``; a group the script created itself is used as
+it is. What changes in a distributed run:
+
+- Data: build the training loader with :func:`qkvcourse.distributed.distributed_loader`,
+  so that each rank reads a disjoint shard. Its ``batch_size`` is per process: the
+  global batch is ``batch_size * W``. The trainer calls ``sampler.set_epoch(epoch)``
+  before every epoch (any loader whose sampler has ``set_epoch``). The trainer does
+  not reshard a plain ``DataLoader``; it warns that every rank would read all of it.
+- ``loss_fn`` must call the model (``model(...)``): DDP averages the gradients while
+  they are computed by the backward pass of that call, so every optimiser step, and
+  gradient clipping after it, sees the gradient of the mean over the global batch.
+- Logged losses (``history``, the epoch's ``train_loss``) and :meth:`Trainer.evaluate`
+  are averaged over all ranks, so every rank holds the same history and metrics;
+  ``on_train_batch_end`` receives the loss of this rank's batch.
+- Only rank 0 shows the progress bar and runs callbacks, except those whose
+  ``all_ranks`` is True (:class:`EarlyStopping`, which decides from averaged metrics).
+  :class:`PrintMetrics`, :class:`LossCurve` and :class:`Checkpoint` run on rank 0.
+  ``should_stop`` is agreed between the ranks at the next ``log_every`` point (or the
+  end of the epoch), so all stop after the same step.
+- :meth:`Trainer.save_checkpoint` writes on rank 0 only (other ranks return at once);
+  checkpoints hold the plain model's weights, so they load in a single process too.
+- Call :meth:`Trainer.evaluate` and :meth:`Trainer.fit` on every rank (they
+  communicate), and :meth:`Trainer.close` at the end (or use ``with Trainer(...) as
+  trainer:``), which destroys the process group if the trainer created it.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import gc
 import importlib.util
 import io
 import math
@@ -48,6 +87,8 @@ import random
 import sys
 import tempfile
 import time
+import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -56,10 +97,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from . import distributed as ddp_utils
 from ._validate import shape_str
 from .utils import get_device, seed_everything
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DISTRIBUTED = ("auto", "on", "off")
 CHECKPOINT_FORMAT = "qkvcourse.trainer/1"
 
 
@@ -82,6 +125,9 @@ class TrainerConfig:
     log_every: int = 10  # read the loss back from the device every this many steps
     progress: bool | str = "auto"  # progress bar; "auto": only in an interactive terminal
     eval_every_epoch: bool = True  # evaluate on val_loader after each epoch
+    distributed: str = "auto"  # DistributedDataParallel: "auto" (when torchrun started >= 2
+    #                            processes or a process group exists), "on" (also for one
+    #                            process; an error without torchrun), "off"
 
     def __post_init__(self):
         if not isinstance(self.max_epochs, int) or self.max_epochs < 0:
@@ -97,6 +143,9 @@ class TrainerConfig:
             raise ValueError(f"log_every must be an integer >= 1, got {self.log_every!r}")
         if self.progress not in ("auto", True, False):
             raise ValueError(f"progress must be 'auto', True or False, got {self.progress!r}")
+        if self.distributed not in DISTRIBUTED:
+            raise ValueError(f"distributed must be one of {DISTRIBUTED}, "
+                             f"got {self.distributed!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,8 +290,14 @@ class Callback:
         on_fit_end(trainer)
 
     A callback can stop training by setting ``trainer.should_stop = True``: the
-    trainer stops after the current step.
+    trainer stops after the current step (in a distributed run, after the next step
+    at which the ranks agree: a multiple of ``log_every``, or the end of the epoch).
+
+    In a distributed run a callback runs on rank 0 only, unless its class sets
+    ``all_ranks = True``; such a callback sees the same metrics on every rank.
     """
+
+    all_ranks: bool = False  # run on every process of a distributed run, not only rank 0
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         pass
@@ -374,7 +429,13 @@ class LossCurve(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    It runs on every rank of a distributed run (the metrics are averaged over the
+    ranks, so all decide alike).
+    """
+
+    all_ranks = True
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
                  mode: str = "min"):
@@ -450,8 +511,11 @@ class Trainer:
 
     Attributes:
         settings: what :meth:`_prepare` chose (device, precision, compile, fused
-            optimiser) and a list of ``notes`` saying which requested switches were
+            optimiser, distributed: ``None`` or a dict of backend, rank, world size and
+            local rank) and a list of ``notes`` saying which requested switches were
             turned off, and why.
+        rank, world_size: this process's rank and the number of processes (0 and 1
+            without DDP); ``is_main_process`` is ``rank == 0``.
         history: dict of lists, see :meth:`fit`.
         step: the number of optimiser steps taken.
         epoch: the number of epochs completed.
@@ -482,18 +546,39 @@ class Trainer:
     # -- performance switches, chosen in one place --------------------------------------------
 
     def _prepare(self) -> None:
-        """Choose the device, precision, compilation and optimiser, and wrap the model.
+        """Choose the device, precision, compilation, optimiser and DDP, and wrap the model.
 
         ``self.model`` stays the plain module (its ``state_dict`` is what checkpoints
-        hold); ``self.train_model`` is what ``loss_fn`` receives: the same module, or
-        its compiled wrapper. Distributed data parallelism will wrap it here too.
+        hold); ``self.train_model`` is what ``loss_fn`` receives in training: the same
+        module, its ``DistributedDataParallel`` wrapper, or the compiled form of
+        either; ``self.eval_model``, what :meth:`evaluate` uses, is never wrapped in DDP
+        (evaluation needs no gradient averaging, and ranks may evaluate different
+        numbers of batches).
         """
         notes: list[str] = []
+        # distributed: decided first, because it picks the GPU of this process
+        use_ddp = self._wants_ddp()
         device = torch.device(self.config.device) if self.config.device is not None \
             else get_device()
         if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+            # under DDP each process on a machine drives GPU number LOCAL_RANK
+            index = ddp_utils.get_local_rank() if use_ddp else torch.cuda.current_device()
+            device = torch.device("cuda", index)
         self.device = device
+        self._owns_process_group = False
+        if use_ddp:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # before NCCL starts, so it binds to this GPU
+            ddp_utils.backend_for(device)  # only cpu and cuda are supported
+            self._owns_process_group = ddp_utils.init_distributed(device)
+            backend = torch.distributed.get_backend()
+            if backend == "nccl" and device.type != "cuda":
+                raise RuntimeError(f"the process group uses the nccl backend, which needs "
+                                   f"CUDA tensors, but the trainer's device is {device}")
+        self.distributed = use_ddp
+        self.rank = ddp_utils.get_rank() if use_ddp else 0
+        self.world_size = ddp_utils.get_world_size() if use_ddp else 1
+        self.is_main_process = self.rank == 0
         self.model.to(device)
 
         # precision: autocast dtype, and a gradient scaler for fp16
@@ -518,8 +603,23 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.grad_scaler = _make_grad_scaler() if precision == "fp16" else None
 
-        # torch.compile: only on CUDA, where Triton generates the kernels
+        # DDP: gradients are averaged over the ranks during the backward pass
         self.train_model: nn.Module = self.model
+        if use_ddp:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            _ddp_trainers.add(self)
+            if self.is_main_process and not ddp_utils.is_sharded(self.train_loader):
+                message = ("train_loader is a DataLoader without a DistributedSampler: every "
+                           "rank reads the whole data set; build it with "
+                           "qkvcourse.distributed.distributed_loader")
+                notes.append(message)
+                warnings.warn(message, stacklevel=3)
+        self.eval_model: nn.Module = self.model
+
+        # torch.compile: only on CUDA, where Triton generates the kernels; it wraps the
+        # DDP module (not the other way round), so that compiled graphs break at the
+        # gradient buckets and communication overlaps the backward pass
         compiled = False
         if self.config.compile:
             if device.type != "cuda":
@@ -528,7 +628,8 @@ class Trainer:
             elif capability < (7, 0):
                 notes.append("compile=True ignored: Triton needs compute capability >= 7.0")
             else:
-                self.train_model = torch.compile(self.model)
+                self.train_model = torch.compile(self.train_model)
+                self.eval_model = torch.compile(self.model) if use_ddp else self.train_model
                 compiled = True
 
         # optimiser: fused AdamW on CUDA (one kernel for all parameters)
@@ -544,15 +645,62 @@ class Trainer:
             "grad_scaler": self.grad_scaler is not None,
             "compile": compiled,
             "fused_optimizer": bool(self.optimizer.defaults.get("fused")),
+            "distributed": None if not use_ddp else {
+                "backend": torch.distributed.get_backend(), "rank": self.rank,
+                "world_size": self.world_size, "local_rank": ddp_utils.get_local_rank()},
             "notes": notes,
         }
+
+    def _wants_ddp(self) -> bool:
+        mode = self.config.distributed
+        if mode == "off":
+            return False
+        if ddp_utils.is_initialized():
+            return True
+        if mode == "on":
+            if not ddp_utils.launched_by_torchrun():
+                raise RuntimeError("TrainerConfig(distributed='on') needs a process group or "
+                                   "torchrun's environment variables (RANK, WORLD_SIZE, "
+                                   "MASTER_ADDR, MASTER_PORT); launch the script with "
+                                   "`torchrun --nproc_per_node=N script.py`")
+            return True
+        return ddp_utils.launched_by_torchrun() and ddp_utils.get_world_size() > 1
+
+    def close(self) -> None:
+        """End distributed training: release the DDP wrapper, and destroy the process
+        group if this trainer created it (releasing the DDP wrappers of every other
+        open trainer first, see :func:`qkvcourse.distributed.shutdown_distributed`).
+
+        Afterwards ``train_model`` is the plain (or compiled) module and the trainer
+        trains and evaluates on this process alone. Nothing changes in a single
+        process. Trainers not closed are closed at interpreter exit.
+        """
+        self._release_ddp()
+        if self._owns_process_group:
+            for other in list(_ddp_trainers):
+                other._release_ddp()  # no DDP module may outlive the group
+            gc.collect()  # a released module held in a reference cycle goes now
+            ddp_utils.shutdown_distributed()
+            self._owns_process_group = False
+
+    def _release_ddp(self) -> None:
+        if self.distributed:
+            self.train_model = self.eval_model
+            self.distributed = False
+            _ddp_trainers.discard(self)
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype,
                               enabled=self.autocast_dtype is not None)
 
-    def _loss(self, batch: Any, fn=None) -> Tensor:
-        loss = (fn or self.loss_fn)(self.train_model, batch)
+    def _loss(self, batch: Any, fn=None, model: nn.Module | None = None) -> Tensor:
+        loss = (fn or self.loss_fn)(self.train_model if model is None else model, batch)
         if not isinstance(loss, Tensor):
             raise TypeError(f"loss_fn must return a tensor, got {type(loss).__name__}")
         if loss.dim() != 0:
@@ -576,37 +724,47 @@ class Trainer:
             ``step``, ``train_loss``, ``lr`` (one entry per ``log_every`` steps: the step,
             the mean loss since the previous entry, and the learning rate of that step);
             ``epoch``, ``epoch_end_step``, ``epoch_train_loss``, ``val_loss`` (with a
-            validation loader) and ``epoch_seconds`` (one entry per epoch).
+            validation loader) and ``epoch_seconds`` (one entry per epoch). In a
+            distributed run the losses are means over all ranks.
         """
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         elif self.step == 0 and self.epoch == 0:
             seed_everything(self.config.seed)
         self.should_stop = False
-        for callback in self.callbacks:
+        callbacks = self._callbacks_here()
+        for callback in callbacks:
             callback.on_fit_start(self)
-        bar = self._progress_bar()
+        bar = self._progress_bar() if self.is_main_process else None
         try:
             while self.epoch < self.config.max_epochs and not self._out_of_steps() \
                     and not self.should_stop:
-                self._train_epoch(bar)
+                self._train_epoch(bar, callbacks)
         finally:
             if bar is not None:
                 bar.close()
-        for callback in self.callbacks:
+        for callback in callbacks:
             callback.on_fit_end(self)
         return self.history
+
+    def _callbacks_here(self) -> list[Callback]:
+        """The callbacks this process runs: all of them, except on ranks > 0 of DDP."""
+        if self.is_main_process:
+            return list(self.callbacks)
+        return [c for c in self.callbacks if getattr(c, "all_ranks", False)]
 
     def _out_of_steps(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
 
-    def _train_epoch(self, bar) -> None:
+    def _train_epoch(self, bar, callbacks: list[Callback]) -> None:
         start = time.perf_counter()
         self.model.train()
+        ddp_utils.set_sampler_epoch(self.train_loader, self.epoch)  # a new shuffle per epoch
         zero = torch.zeros((), device=self.device)
         window_sum, window_steps = zero.clone(), 0  # the loss stays on the device between logs
         epoch_sum, epoch_examples, epoch_steps = zero.clone(), 0, 0
         lr = self.optimizer.param_groups[0]["lr"]
+        stop_agreed = False  # distributed: the ranks stop together, when they agree
         for batch in self.train_loader:
             batch = move_to_device(batch, self.device)
             size = batch_size_of(batch)
@@ -619,19 +777,23 @@ class Trainer:
             epoch_sum += loss * size
             epoch_examples += size
             if self.step % self.config.log_every == 0:
-                self._log_window(window_sum, window_steps, lr, bar)
+                stop_agreed = self._log_window(window_sum, window_steps, lr, bar)
                 window_sum, window_steps = zero.clone(), 0
             if bar is not None:
                 bar.update(1)
-            for callback in self.callbacks:
+            for callback in callbacks:
                 callback.on_train_batch_end(self, self.step, loss)
-            if self._out_of_steps() or self.should_stop:
+            if self._out_of_steps() or (stop_agreed if self.distributed else self.should_stop):
                 break
         if epoch_steps == 0:
             raise ValueError("train_loader yielded no batches")
         if window_steps:
             self._log_window(window_sum, window_steps, lr, bar)
         self.epoch += 1
+        if self.distributed:  # the mean over every example of every rank
+            totals = torch.stack([epoch_sum.double(), torch.tensor(
+                float(epoch_examples), dtype=torch.float64, device=self.device)])
+            epoch_sum, epoch_examples = ddp_utils.all_reduce_sum(totals).tolist()
         metrics = {"epoch": self.epoch, "step": self.step,
                    "train_loss": float(epoch_sum) / epoch_examples}
         if self.val_loader is not None and self.config.eval_every_epoch:
@@ -644,8 +806,11 @@ class Trainer:
         if "val_loss" in metrics:
             h["val_loss"].append(metrics["val_loss"])
         h["epoch_seconds"].append(time.perf_counter() - start)
-        for callback in self.callbacks:
+        for callback in callbacks:
             callback.on_epoch_end(self, self.epoch, metrics)
+        if self.distributed:  # a stop asked for on any rank stops every rank
+            flag = torch.tensor([float(self.should_stop)], device=self.device)
+            self.should_stop = bool(ddp_utils.all_reduce_sum(flag).item() > 0)
 
     def _optimiser_step(self, batch: Any) -> Tensor:
         """Forward, backward, clip, step; returns the detached float32 loss."""
@@ -669,8 +834,18 @@ class Trainer:
             self.scheduler.step()
         return loss.detach().float()
 
-    def _log_window(self, window_sum: Tensor, window_steps: int, lr: float, bar) -> None:
-        mean = float(window_sum) / window_steps  # the one point where training waits for the device
+    def _log_window(self, window_sum: Tensor, window_steps: int, lr: float, bar) -> bool:
+        """Record the mean loss of the window; in DDP, average it over the ranks and agree
+        on ``should_stop`` in the same all-reduce. Returns the agreed stop (False without DDP)."""
+        stop = False
+        if self.distributed:
+            packed = torch.stack([window_sum.float(), torch.tensor(
+                float(self.should_stop), device=self.device)])
+            total, stops = ddp_utils.all_reduce_sum(packed).tolist()
+            mean = total / self.world_size / window_steps
+            stop = self.should_stop = stops > 0
+        else:
+            mean = float(window_sum) / window_steps  # the one point where training waits
         if not math.isfinite(mean):
             first = self.step - window_steps + 1
             raise FloatingPointError(
@@ -681,6 +856,7 @@ class Trainer:
         self.history["lr"].append(lr)
         if bar is not None:
             bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        return stop
 
     def _progress_bar(self):
         show = self.config.progress
@@ -713,6 +889,13 @@ class Trainer:
         tensor, so that the result is the mean over examples when ``fn`` returns a
         per-batch mean, even if the last batch is smaller. The model's training
         mode is restored afterwards.
+
+        In a distributed run every rank must call it: the sums and example counts of
+        all ranks are added up (an all-reduce), so each rank returns the mean over
+        the union of the shards. With ``distributed_loader(..., even_shards=False)``
+        that is exactly the mean over the data set; ``DistributedSampler`` would
+        repeat a few examples to make the shards equal. A loader that is not sharded
+        gives the same mean on every rank, hence the same result.
         """
         was_training = self.model.training
         self.model.eval()
@@ -723,11 +906,15 @@ class Trainer:
                 batch = move_to_device(batch, self.device)
                 size = batch_size_of(batch)
                 with self._autocast():
-                    value = self._loss(batch, fn)
+                    value = self._loss(batch, fn, model=self.eval_model)
                 total += value.detach().double() * size
                 examples += size
         finally:
             self.model.train(was_training)
+        if self.distributed:
+            totals = torch.stack([total, torch.tensor(float(examples), dtype=torch.float64,
+                                                      device=self.device)])
+            total, examples = ddp_utils.all_reduce_sum(totals).tolist()
         if examples == 0:
             raise ValueError("loader yielded no batches to evaluate")
         return float(total) / examples
@@ -798,7 +985,13 @@ class Trainer:
         replaces ``path`` in one step, so an interrupted save never leaves a
         truncated file (an existing checkpoint stays as it was). The file loads with
         ``torch.load(path, weights_only=True)``.
+
+        In a distributed run only rank 0 writes (the ranks hold the same weights);
+        the others return at once, so a rank that reads the file should wait for rank
+        0 first, e.g. with ``torch.distributed.barrier()``.
         """
+        if not self.is_main_process:
+            return
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
@@ -825,6 +1018,19 @@ class Trainer:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+_ddp_trainers: "weakref.WeakSet[Trainer]" = weakref.WeakSet()  # trainers holding a DDP module
+
+
+@atexit.register
+def _close_trainers_at_exit() -> None:
+    """Release every DDP module, then destroy the groups trainers created (see ``close``)."""
+    trainers = list(_ddp_trainers)
+    for trainer in trainers:
+        trainer._release_ddp()
+    for trainer in trainers:
+        trainer.close()
+
 
 def _empty_history() -> dict[str, list]:
     keys = ("step", "train_loss", "lr", "epoch", "epoch_end_step", "epoch_train_loss",
