@@ -14,6 +14,8 @@ The package is organised in the order the course teaches:
 - ``trainer``     a generic trainer with the performance switches in one place
 - ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, Hugging Face loader (chapter 9)
 - ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
+- ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
+- ``distributed`` DistributedDataParallel helpers for the trainer (torchrun)
 - ``data``        vocabularies, tokenizers (character, byte-level BPE), the generated
                   date-translation task, offline corpora, checksummed downloads
 - ``plotting``, ``utils``  figures, devices, seeding
@@ -53,6 +55,9 @@ from .bert import (BERTBatch, BERTConfig, BERTEncoder, BERTLoss, BERTModel, BERT
                    mask_tokens, next_sentence_pairs)
 from . import data, distributed
 from .distributed import distributed_loader
+from .finetune import (BERTClassifier, BERTSpanExtractor, GPTClassifier, best_spans,
+                       bert_classification_inputs, bert_classification_loss, bert_span_inputs,
+                       bert_span_loss, gpt_classification_inputs, gpt_finetune_loss, span_f1)
 from .data import (BPETokenizer, CharTokenizer, DateTranslationData, TatoebaData, Vocab,
                    load_offline_corpus)
 
@@ -84,4 +89,7 @@ __all__ = [
     "get_tokens_and_segments", "gpt_config_from_huggingface", "gpt_from_huggingface",
     "load_offline_corpus", "lm_loss", "make_bert", "mask_tokens", "next_sentence_pairs",
     "top_k_filter", "top_p_filter", "distributed", "distributed_loader",
+    "BERTClassifier", "BERTSpanExtractor", "GPTClassifier", "best_spans",
+    "bert_classification_inputs", "bert_classification_loss", "bert_span_inputs",
+    "bert_span_loss", "gpt_classification_inputs", "gpt_finetune_loss", "span_f1",
 ]

@@ -35,3 +35,15 @@ __all__ += [
     "load_wikitext2", "paragraphs", "pre_tokenize", "split_sentences", "stdlib_docstrings",
     "train_val_split",
 ]
+
+# Generated fine-tuning tasks (chapters 9, 10): ``tasks`` (sentence-pair classification and
+# SQuAD-like span extraction, with a vocabulary holding GPT's and BERT's special tokens).
+from .tasks import (CLASSIFICATION_LABELS, FINETUNE_RESERVED_TOKENS, ClassificationExample,
+                    ClassificationTask, SpanExample, SpanTask, make_classification_task,
+                    make_span_task, task_vocab)
+
+__all__ += [
+    "CLASSIFICATION_LABELS", "ClassificationExample", "ClassificationTask",
+    "FINETUNE_RESERVED_TOKENS", "SpanExample", "SpanTask", "make_classification_task",
+    "make_span_task", "task_vocab",
+]
