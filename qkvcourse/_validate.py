@@ -89,6 +89,18 @@ def check_valid_lens(valid_lens, batch_size: int, num_queries: int, num_keys: in
             )
 
 
+def check_index_range(name: str, index: Tensor, upper: int, what: str) -> None:
+    """Require every entry of the integer tensor ``index`` to lie in ``[0, upper)``.
+
+    ``what`` says where ``upper`` comes from, e.g. "the sequence length, shape (2, 7)".
+    """
+    if index.numel():
+        lo, hi = torch.stack(torch.aminmax(index)).tolist()
+        if lo < 0 or hi >= upper:
+            raise ValueError(f"{name} must lie in [0, {upper}) ({what}), "
+                             f"got values from {lo} to {hi}")
+
+
 def check_mask(name: str, mask: Tensor, target_shape: Sequence[int], *,
                allow_float: bool = True) -> None:
     """Require a boolean (or, if allowed, floating) mask broadcastable to ``target_shape``."""

@@ -60,12 +60,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import (check_dim_match, check_floating, check_index_range, check_tensor,
+                        shape_str)
 from .data.download import DownloadError
 from .data.vocab import BOS, EOS, PAD, UNK, Vocab
 from .positional import LearnedPositionalEncoding
-from .transformer import (TransformerEncoderBlock, _check_hidden, _check_lens, _check_length,
-                          _check_tokens, _is_integer, make_activation)
+from .transformer import (StackNeedWeights, TransformerEncoderBlock, _check_hidden, _check_lens,
+                          _check_length, _check_tokens, _is_integer, make_activation)
 
 CLS, SEP, MASK = "<cls>", "<sep>", "<mask>"
 BERT_RESERVED_TOKENS = (CLS, SEP, MASK)  # given ids 4, 5, 6 by bert_vocab, after Vocab's four
@@ -199,14 +200,7 @@ class BERTEncoder(nn.Module):
         self.attention_weights: list[Tensor | None] = [None] * num_blks
         init_bert_weights(self)
 
-    @property
-    def need_weights(self) -> bool:
-        return all(blk.attention.need_weights for blk in self.blks)
-
-    @need_weights.setter
-    def need_weights(self, value: bool) -> None:
-        for blk in self.blks:
-            blk.attention.need_weights = value
+    need_weights = StackNeedWeights()
 
     def embed(self, tokens: Tensor, segments: Tensor) -> Tensor:
         """The input representation of Figure 2 (checked arguments): ``(B, T, N)``."""
@@ -269,12 +263,8 @@ class MaskLM(nn.Module):
             raise TypeError(f"pred_positions must hold integer positions, got dtype "
                             f"{pred_positions.dtype} with shape {shape_str(pred_positions)}")
         check_dim_match("X", X, 0, "pred_positions", pred_positions, 0, "batch sizes")
-        T = X.shape[1]
-        if pred_positions.numel():
-            lo, hi = torch.stack(torch.aminmax(pred_positions)).tolist()
-            if lo < 0 or hi >= T:
-                raise ValueError(f"pred_positions must lie in [0, {T}) (the length of X, shape "
-                                 f"{shape_str(X)}), got values from {lo} to {hi}")
+        check_index_range("pred_positions", pred_positions, X.shape[1],
+                           f"the length of X, shape {shape_str(X)}")
         index = pred_positions.to(X.device)[:, :, None].expand(-1, -1, X.shape[-1])  # (B, P, N)
         masked_X = X.gather(1, index)  # (B, P, N): row b, slot p is X[b, pred_positions[b, p]]
         return self.decoder(self.ln(self.activation(self.dense(masked_X))))  # (B, P, V)

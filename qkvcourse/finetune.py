@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._validate import check_floating, check_tensor, shape_str
+from ._validate import check_floating, check_index_range, check_tensor, shape_str
 from .bert import BERTModel, get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
 from .data.vocab import Vocab, pad_batch
@@ -572,12 +572,8 @@ def _check_span_logits(start_logits, end_logits) -> None:
 
 def _check_positions(name: str, positions, like: Tensor) -> None:
     _check_ids_1d(name, positions, like.shape[0])
-    T = like.shape[1]
-    if positions.numel():
-        lo, hi = torch.stack(torch.aminmax(positions)).tolist()
-        if lo < 0 or hi >= T:
-            raise ValueError(f"{name} must lie in [0, {T}) (the sequence length, shape "
-                             f"{shape_str(like)}), got values from {lo} to {hi}")
+    check_index_range(name, positions, like.shape[1],
+                      f"the sequence length, shape {shape_str(like)}")
 
 
 def span_loss(start_logits: Tensor, end_logits: Tensor, start: Tensor, end: Tensor) -> Tensor:

@@ -49,7 +49,8 @@ from ._validate import check_dim_match, check_floating, check_tensor, shape_str
 from .decoding import _EvalMode
 from .positional import LearnedPositionalEncoding
 from .transformer import (ACTIVATIONS, AddNorm, CausalSelfAttention, KVCache, PositionWiseFFN,
-                          _check_hidden, _check_length, _check_tokens, _is_integer)
+                          StackNeedWeights, _check_hidden, _check_length, _check_tokens,
+                          _is_integer)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
 
@@ -281,14 +282,7 @@ class GPT(nn.Module):
 
     # -- attention weights ---------------------------------------------------------------------
 
-    @property
-    def need_weights(self) -> bool:
-        return all(blk.attention.need_weights for blk in self.blks)
-
-    @need_weights.setter
-    def need_weights(self, value: bool) -> None:
-        for blk in self.blks:
-            blk.attention.need_weights = value
+    need_weights = StackNeedWeights()
 
     # -- forward passes ------------------------------------------------------------------------
 

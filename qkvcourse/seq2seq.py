@@ -92,6 +92,23 @@ def _check_reorder_index(index, batch_size: int) -> None:
 
 # -- encoder -----------------------------------------------------------------------------------
 
+
+def _check_rnn_sizes(vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                     dropout: float) -> None:
+    for name, value in (("vocab_size", vocab_size), ("embed_size", embed_size),
+                        ("num_hiddens", num_hiddens), ("num_layers", num_layers)):
+        _check_positive_int(name, value)
+    _check_dropout(dropout)
+
+
+def _embedding_and_gru(vocab_size: int, embed_size: int, rnn_input_size: int, num_hiddens: int,
+                       num_layers: int, dropout: float) -> tuple[nn.Embedding, nn.Dropout, nn.GRU]:
+    """The token embedding, its dropout and the batch-first GRU every RNN model here uses."""
+    # nn.GRU's own dropout acts between layers only (and warns when there is one layer)
+    return (nn.Embedding(vocab_size, embed_size), nn.Dropout(dropout),
+            nn.GRU(rnn_input_size, num_hiddens, num_layers, batch_first=True,
+                   dropout=dropout if num_layers > 1 else 0.0))
+
 class Seq2SeqEncoder(Encoder):
     """Embedding + multi-layer GRU (Bahdanau et al., 2014, sections 2 and 3.2).
 
@@ -111,16 +128,10 @@ class Seq2SeqEncoder(Encoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("embed_size", embed_size),
-                            ("num_hiddens", num_hiddens), ("num_layers", num_layers)):
-            _check_positive_int(name, value)
-        _check_dropout(dropout)
+        _check_rnn_sizes(vocab_size, embed_size, num_hiddens, num_layers, dropout)
         self.vocab_size, self.num_hiddens, self.num_layers = vocab_size, num_hiddens, num_layers
-        self.embedding = nn.Embedding(vocab_size, embed_size)
-        self.dropout = nn.Dropout(dropout)
-        # nn.GRU's own dropout acts between layers only (and warns when there is one layer)
-        self.rnn = nn.GRU(embed_size, num_hiddens, num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.embedding, self.dropout, self.rnn = _embedding_and_gru(
+            vocab_size, embed_size, embed_size, num_hiddens, num_layers, dropout)
 
     def forward(self, src: Tensor, src_valid_lens: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode a padded batch.
@@ -211,15 +222,10 @@ class Seq2SeqDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("embed_size", embed_size),
-                            ("num_hiddens", num_hiddens), ("num_layers", num_layers)):
-            _check_positive_int(name, value)
-        _check_dropout(dropout)
+        _check_rnn_sizes(vocab_size, embed_size, num_hiddens, num_layers, dropout)
         self.vocab_size, self.num_hiddens, self.num_layers = vocab_size, num_hiddens, num_layers
-        self.embedding = nn.Embedding(vocab_size, embed_size)
-        self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.embedding, self.dropout, self.rnn = _embedding_and_gru(
+            vocab_size, embed_size, embed_size + num_hiddens, num_hiddens, num_layers, dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
         self.attention_weights = None
 
@@ -279,17 +285,12 @@ class Seq2SeqAttentionDecoder(Decoder):
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("embed_size", embed_size),
-                            ("num_hiddens", num_hiddens), ("num_layers", num_layers)):
-            _check_positive_int(name, value)
-        _check_dropout(dropout)
+        _check_rnn_sizes(vocab_size, embed_size, num_hiddens, num_layers, dropout)
         self.vocab_size, self.num_hiddens, self.num_layers = vocab_size, num_hiddens, num_layers
         self.attention = AdditiveAttention(num_hiddens, dropout, query_size=num_hiddens,
                                            key_size=num_hiddens)
-        self.embedding = nn.Embedding(vocab_size, embed_size)
-        self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.embedding, self.dropout, self.rnn = _embedding_and_gru(
+            vocab_size, embed_size, embed_size + num_hiddens, num_hiddens, num_layers, dropout)
         self.dense = nn.Linear(num_hiddens, vocab_size)
         self.attention_weights: Tensor | None = None  # α, (B, T, S)
         self.contexts: Tensor | None = None  # c, (B, T, N)

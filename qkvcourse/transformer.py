@@ -384,6 +384,23 @@ class TransformerEncoderBlock(nn.Module):
         return self.addnorm2(X, self.ffn(self.addnorm2.sublayer_input(X)))  # (B, S, N)
 
 
+class StackNeedWeights:
+    """The ``need_weights`` switch of a stack of blocks (``self.blks``), one for all blocks.
+
+    Reading it says whether every block's ``attention`` keeps its weights; setting it
+    sets them all. Used as a class attribute: ``need_weights = StackNeedWeights()``.
+    """
+
+    def __get__(self, stack, owner=None):
+        if stack is None:
+            return self
+        return all(blk.attention.need_weights for blk in stack.blks)
+
+    def __set__(self, stack, value: bool) -> None:
+        for blk in stack.blks:
+            blk.attention.need_weights = value
+
+
 class TransformerEncoder(Encoder):
     """The encoder, section 3.1: embeddings, positions, a stack of encoder blocks.
 
@@ -421,14 +438,7 @@ class TransformerEncoder(Encoder):
         self.norm = nn.LayerNorm(num_hiddens) if norm_first else None
         self.attention_weights: list[Tensor | None] = [None] * num_blks
 
-    @property
-    def need_weights(self) -> bool:
-        return all(blk.attention.need_weights for blk in self.blks)
-
-    @need_weights.setter
-    def need_weights(self, value: bool) -> None:
-        for blk in self.blks:
-            blk.attention.need_weights = value
+    need_weights = StackNeedWeights()
 
     def forward(self, src: Tensor, src_valid_lens: Tensor | None = None) -> Tensor:
         _check_tokens("src", src, self.vocab_size)

@@ -92,3 +92,15 @@ def _fresh_backend():
 def device(request) -> torch.device:
     """Every device present: the CPU always, CUDA (or MPS) when available."""
     return request.param
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread than on two that contend with other work.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

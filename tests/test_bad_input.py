@@ -3,18 +3,14 @@ the argument and what was received (its shape, or its dtype or value where that 
 problem), so a learner knows which tensor to look at."""
 from __future__ import annotations
 
-import re
 
 import pytest
 import torch
 
 import qkvcourse as qc
+from helpers import raises
 
 
-def raises(exc, *fragments):
-    """``pytest.raises`` requiring every fragment (literal text) somewhere in the message."""
-    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(exc, match=pattern)
 
 
 def shape(*dims):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 from collections import Counter
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: never the network
@@ -30,15 +29,12 @@ from qkvcourse.bert import (CLS, IS_NEXT, MASK, NOT_NEXT, SEP, BERTBatch, BERTCo
 from qkvcourse.data.download import DownloadError
 from qkvcourse.data.vocab import Vocab
 from qkvcourse.transformer import AddNorm, PositionWiseFFN, TransformerEncoderBlock
+from helpers import raises
 
 HF_TOL = dict(rtol=1e-4, atol=1e-4)
 TIGHT = dict(rtol=1e-5, atol=1e-5)
 
 
-def raises(exc, *fragments):
-    """``pytest.raises`` requiring every fragment (literal text) somewhere in the message."""
-    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(exc, match=pattern)
 
 
 def randomise_vectors(module: nn.Module, std: float = 0.5) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import re
 
 import pytest
 import sacrebleu
@@ -20,22 +19,14 @@ from torch.nn import functional as F
 from qkvcourse.decoding import Hypotheses, beam_search, bleu, corpus_bleu, greedy_search
 from qkvcourse.encoder_decoder import Decoder, Encoder, EncoderDecoder
 from qkvcourse.seq2seq import RNNSeq2SeqConfig, make_rnn_seq2seq
+from helpers import raises
 
 BOS, EOS = 1, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster than two that contend with other work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def raises(exc, *fragments):
-    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(exc, match=pattern)
 
 
 def random_model(seed, attention=True, V=7, eos_bias=1.0, num_layers=2, gain=4.0):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import time
 
 import pytest
@@ -27,23 +26,14 @@ from qkvcourse.finetune import (MASKED_LOGIT, BERTClassifier, BERTSpanExtractor,
                                 token_f1)
 from qkvcourse.gpt import GPT, GPTConfig, lm_loss
 from qkvcourse.trainer import Trainer, TrainerConfig, warmup_cosine_schedule
+from helpers import raises
 
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster than two that contend with other work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def raises(exc, *fragments):
-    """``pytest.raises`` requiring every fragment (literal text) somewhere in the message."""
-    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(exc, match=pattern)
 
 
 @pytest.fixture(scope="module")

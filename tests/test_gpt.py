@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: never the network
@@ -20,23 +19,14 @@ from qkvcourse.gpt import (GPT, GPTBlock, GPTConfig, gpt_config_from_huggingface
 
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
+from helpers import raises  # noqa: E402
 
 PARITY = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster than two that contend with other work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def raises(exc, *fragments):
-    """``pytest.raises`` requiring every fragment (literal text) somewhere in the message."""
-    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(exc, match=pattern)
 
 
 def hf_config(num_layers=2, num_heads=4, width=32, vocab=50, positions=24, **kwargs):

@@ -2,7 +2,6 @@
 step against an explicit re-computation, d2l's encoder, an overfit run and bad input."""
 from __future__ import annotations
 
-import re
 
 import pytest
 import torch
@@ -11,24 +10,16 @@ from qkvcourse.decoding import greedy_search
 from qkvcourse.encoder_decoder import EncoderDecoder, sequence_loss
 from qkvcourse.seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqAttentionState,
                                Seq2SeqDecoder, Seq2SeqEncoder, Seq2SeqState, make_rnn_seq2seq)
+from helpers import raises
 
 V_SRC, V_TGT, E, N, L = 11, 13, 8, 16, 2
 TOL = dict(rtol=1e-5, atol=1e-5)
 DECODERS = [Seq2SeqDecoder, Seq2SeqAttentionDecoder]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster than two that contend with other work."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def raises(exc, *fragments):
-    pattern = "(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(exc, match=pattern)
 
 
 def build(decoder_cls=Seq2SeqAttentionDecoder, num_layers=L, dropout=0.0):
