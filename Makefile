@@ -42,8 +42,10 @@ test-notebooks: $(STAMP)
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 # Re-execute every chapter in place (after changing the package), storing fresh outputs.
+# `make notebooks NB=07_transformer.ipynb` re-executes one chapter.
+NB ?= *.ipynb
 notebooks: $(STAMP)
-	cd notebooks && for nb in *.ipynb; do \
+	cd notebooks && for nb in $(NB); do \
 		MPLBACKEND=module://matplotlib_inline.backend_inline ../$(BIN)/jupyter execute --inplace $$nb || exit 1; \
 	done
 	$(BIN)/python tests/clean_notebooks.py

@@ -401,12 +401,28 @@ class StackNeedWeights:
             blk.attention.need_weights = value
 
 
+def _scaled_embedding(vocab_size: int, num_hiddens: int) -> nn.Embedding:
+    """An embedding table whose entries start with standard deviation N^-1/2.
+
+    The encoder and decoder multiply embeddings by sqrt(N) before adding the sinusoidal
+    positional encoding (entries in [-1, 1], RMS about 0.7). In the paper the embedding
+    matrix is shared with the output layer, so its entries are of order N^-1/2 and the scaled
+    embedding has RMS about 1. ``nn.Embedding``'s default (standard normal) would instead
+    give RMS sqrt(N), which drowns the positions: on chapter 7's date task it took exact
+    match from 99% to 13%.
+    """
+    embedding = nn.Embedding(vocab_size, num_hiddens)
+    nn.init.normal_(embedding.weight, mean=0.0, std=num_hiddens ** -0.5)
+    return embedding
+
+
 class TransformerEncoder(Encoder):
     """The encoder, section 3.1: embeddings, positions, a stack of encoder blocks.
 
-    The token embeddings are multiplied by sqrt(N) (section 3.4), so that they are not
-    swamped by the sinusoidal positional encodings, whose entries lie in [-1, 1]
-    (section 3.5); dropout follows their sum (section 5.4). In pre-norm, a final
+    The token embeddings start with standard deviation N^-1/2 and are multiplied by
+    sqrt(N) (section 3.4), so that they and the sinusoidal positional encodings, whose
+    entries lie in [-1, 1] (section 3.5), have comparable sizes; dropout follows their sum
+    (section 5.4). In pre-norm, a final
     LayerNorm normalises the residual stream.
 
     Args:
@@ -430,7 +446,7 @@ class TransformerEncoder(Encoder):
                  norm_first: bool = False):
         super().__init__()
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
-        self.embedding = nn.Embedding(vocab_size, num_hiddens)
+        self.embedding = _scaled_embedding(vocab_size, num_hiddens)
         self.pos_encoding = PositionalEncoding(num_hiddens, dropout, max_len)
         self.blks = nn.ModuleList(
             TransformerEncoderBlock(num_hiddens, ffn_num_hiddens, num_heads, dropout, use_bias,
@@ -524,7 +540,7 @@ class TransformerDecoder(Decoder):
         super().__init__()
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_blks = num_blks
-        self.embedding = nn.Embedding(vocab_size, num_hiddens)
+        self.embedding = _scaled_embedding(vocab_size, num_hiddens)
         self.pos_encoding = PositionalEncoding(num_hiddens, dropout, max_len)
         self.blks = nn.ModuleList(
             TransformerDecoderBlock(num_hiddens, ffn_num_hiddens, num_heads, dropout, use_bias,

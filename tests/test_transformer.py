@@ -611,3 +611,16 @@ class TestBadInput:
         _, state = dec(torch.zeros(B, 2, dtype=torch.long), state)
         with raises(ValueError, "num_decoded", "5", "2 positions"):
             dec(torch.zeros(B, 1, dtype=torch.long), {**state, "num_decoded": 5})
+
+
+@pytest.mark.parametrize("side", ["encoder", "decoder"])
+def test_scaled_embeddings_do_not_drown_the_positional_encoding(side):
+    """sqrt(N) * embedding should be of the same order as the sinusoidal table (RMS ~0.7)."""
+    torch.manual_seed(0)
+    config = qc.TransformerConfig(src_vocab_size=500, tgt_vocab_size=500, num_hiddens=64)
+    model = qc.make_transformer(config)
+    module = getattr(model, side)
+    scaled = module.embedding.weight * math.sqrt(config.num_hiddens)
+    positions = module.pos_encoding.P[0, :100]
+    ratio = scaled.pow(2).mean().sqrt() / positions.pow(2).mean().sqrt()
+    assert 1.0 < ratio < 2.0, f"RMS ratio embedding/position = {ratio:.2f}"
