@@ -1,0 +1,101 @@
+"""Student editions of the graded sheets, generated with ``otter assign``.
+
+``otter assign`` strips the solutions and the hidden tests from each source sheet. We then
+make the edition work anywhere, Colab included: a title with an "Open in Colab" link, a first
+code cell that installs the course package on Colab, and ``grader =
+qkvcourse.grading.Notebook(...)`` in place of otter's own initialisation (whose tests live in
+the notebook file, which Colab does not provide). The question list each edition needs is
+written to ``qkvcourse/grading/sheets.json``.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from .notebook import MANIFEST
+from .sheets import default_sources, read_sheets
+
+__all__ = ["student_edition", "write_student_editions", "manifest_for", "COLAB_PREFIX"]
+
+COLAB_PREFIX = "https://colab.research.google.com/github/qkvcourse/qkvcourse/blob/main/notebooks/exercises/"
+INSTALL_CELL = '''# On Colab, install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "qkvcourse @ git+https://github.com/qkvcourse/qkvcourse"], check=True)'''
+INIT_CELL = '''# The checker: after each answer, run its grader.check cell.
+import qkvcourse.grading
+
+grader = qkvcourse.grading.Notebook("{slug}")'''
+
+
+def _otter_assign(source: Path, dist: Path) -> Path:
+    proc = subprocess.run([sys.executable, "-m", "otter", "assign", "--no-run-tests", "--no-pdfs",
+                           str(source), str(dist)], capture_output=True, text=True)
+    student = dist / "student" / source.name
+    if proc.returncode != 0 or not student.exists():
+        raise RuntimeError(f"otter assign failed on {source.name}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return student
+
+
+def student_edition(source: Path) -> nbformat.NotebookNode:
+    """The student edition of one source sheet, as a notebook object."""
+    with tempfile.TemporaryDirectory(prefix="qkv-assign-") as tmp:
+        nb = nbformat.read(_otter_assign(source, Path(tmp) / "dist"), as_version=4)
+    slug = source.stem
+    cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.startswith("# Initialize Otter"))]
+    title = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# "))
+    head = cells.pop(title)
+    head.source = head.source.rstrip() + f"\n\n[Open in Colab]({COLAB_PREFIX}{slug}.ipynb)"
+    cells = [head, nbformat.v4.new_code_cell(INSTALL_CELL),
+             nbformat.v4.new_code_cell(INIT_CELL.format(slug=slug))] + cells
+    for cell in cells:
+        cell.pop("id", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    out = nbformat.v4.new_notebook()
+    out.cells = cells
+    out.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                    "language_info": {"name": "python"},
+                    "otter": {"assignment_name": slug}}
+    out.nbformat, out.nbformat_minor = 4, 4
+    return out
+
+
+def _text(nb) -> str:
+    return nbformat.writes(nb) + "\n" if not nbformat.writes(nb).endswith("\n") else nbformat.writes(nb)
+
+
+def manifest_for(sources: Path) -> dict:
+    return {slug: {q.otter_name: {"qid": q.qid, "name": q.name, "points": q.points}
+                   for q in sheet.questions}
+            for slug, sheet in read_sheets(sources).items()}
+
+
+def write_student_editions(sources: str | Path | None = None, out_dir: str | Path | None = None,
+                           check: bool = False) -> list[str]:
+    """Write (or, with ``check``, compare) every student edition and the manifest.
+
+    Returns the files that were out of date (with ``check``) or written.
+    """
+    sources = Path(sources) if sources is not None else default_sources()
+    out_dir = Path(out_dir) if out_dir is not None else sources.parent
+    expected = {out_dir / f"{src.stem}.ipynb": _text(student_edition(src))
+                for src in sorted(sources.glob("*.ipynb"))}
+    expected[MANIFEST] = json.dumps(manifest_for(sources), indent=1, sort_keys=True) + "\n"
+    stale = [str(p) for p, text in expected.items()
+             if not p.exists() or p.read_text(encoding="utf-8") != text]
+    present = {p for p in out_dir.glob("*.ipynb")}
+    orphans = sorted(str(p) for p in present - set(expected))
+    if check:
+        return stale + [f"{p} (no source)" for p in orphans]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in map(Path, stale):
+        path.write_text(expected[path], encoding="utf-8")
+    return stale

@@ -1,0 +1,69 @@
+"""Every graded sheet: its solutions pass, its mutants fail with the right diagnosis.
+
+These run in this process (fast); tests/test_autograde.py runs the same submissions through
+the isolated autograder.
+"""
+from __future__ import annotations
+
+import pytest
+
+from mutants import all_mutants
+from qkvcourse.grading.core import call_object, get_question, questions, run_question
+from qkvcourse.grading.sheets import code_cells, read_sheets
+from qkvcourse.grading.worker import run_cells
+
+SHEETS = read_sheets()
+MUTANTS = all_mutants()
+
+
+def solution_namespace(sheet):
+    namespace, errors = run_cells(code_cells(sheet.notebook, solutions=True))
+    assert not errors, errors
+    return namespace
+
+
+def grade_in_process(namespace, question):
+    q = get_question(question.qid)
+    return run_question(question.qid, lambda case: call_object(namespace[question.name], q.kind, case),
+                        hidden=True)
+
+
+def test_every_chapter_has_a_sheet_with_two_graded_questions():
+    chapters = {slug[:4] for slug in SHEETS}
+    assert chapters == {f"ch{n:02d}" for n in range(1, 11)}, sorted(chapters)
+    for slug, sheet in SHEETS.items():
+        assert len(sheet.questions) >= 2, slug
+
+
+def test_every_registered_question_is_used_by_a_sheet():
+    used = {q.qid for sheet in SHEETS.values() for q in sheet.questions}
+    assert used == set(questions())
+
+
+@pytest.mark.parametrize("slug", sorted(SHEETS))
+def test_solutions_pass_every_case(slug):
+    sheet = SHEETS[slug]
+    namespace = solution_namespace(sheet)
+    for question in sheet.questions:
+        result = grade_in_process(namespace, question)
+        assert result.passed == result.total, result.feedback()
+        assert result.total >= 3, f"{question.qid} has only {result.total} cases"
+
+
+def test_there_are_at_least_25_mutants_across_the_chapters():
+    assert len(MUTANTS) >= 25
+    assert len({m.sheet for m in MUTANTS}) >= 8
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: f"{m.sheet[:4]}-{m.question}-{m.label}")
+def test_mutant_loses_points_with_the_right_diagnosis(mutant):
+    sheet = SHEETS[mutant.sheet]
+    question = next(q for q in sheet.questions if q.otter_name == mutant.question)
+    namespace = solution_namespace(sheet)
+    del namespace[question.name]
+    _, errors = run_cells([mutant.code], namespace)
+    assert not errors, errors
+    result = grade_in_process(namespace, question)
+    assert result.passed < result.total, f"mutant {mutant.label} passes every case"
+    feedback = result.feedback()
+    assert mutant.diagnosis in feedback, feedback
