@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qkvcourse-installed
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-unit test-notebooks notebooks bench clean
+.PHONY: setup book test test-unit test-notebooks notebooks student grade bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +30,19 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "Book: _build/html/index.html"
 
+# The graded sheets (notebooks/exercises) are tested by tests/test_grading_sheets.py and
+# tests/test_autograde.py, not by nbval.
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	--ignore=notebooks/exercises -p no:cacheprovider
+
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider
 
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest notebooks $(NBVAL)
 
 # Re-execute every chapter in place (after changing the package), storing fresh outputs.
 # `make notebooks NB=07_transformer.ipynb` re-executes one chapter.
@@ -49,6 +52,20 @@ notebooks: $(STAMP)
 		MPLBACKEND=module://matplotlib_inline.backend_inline ../$(BIN)/jupyter execute --inplace $$nb || exit 1; \
 	done
 	$(BIN)/python tests/clean_notebooks.py
+
+# Graded exercises: regenerate the student editions after editing a source sheet in
+# notebooks/exercises/sources, and grade a folder of submissions:
+#   make grade SUBMISSIONS=path/to/submissions OUT=grades [SHEET=ch03_scoring_functions] [JOBS=4]
+student: $(STAMP)
+	$(BIN)/python -m qkvcourse.grading student
+
+SUBMISSIONS ?= submissions
+OUT ?= grades
+JOBS ?= 2
+SHEET ?=
+grade: $(STAMP)
+	$(BIN)/python -m qkvcourse.grading grade $(SUBMISSIONS) --out $(OUT) --jobs $(JOBS) \
+		$(if $(SHEET),--sheet $(SHEET))
 
 bench: $(STAMP)
 	$(BIN)/python -m qkvcourse.benchmarks

@@ -14,6 +14,7 @@ from qkvcourse.grading.worker import run_cells
 
 SHEETS = read_sheets()
 MUTANTS = all_mutants()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def solution_namespace(sheet):
@@ -67,3 +68,21 @@ def test_mutant_loses_points_with_the_right_diagnosis(mutant):
     assert result.passed < result.total, f"mutant {mutant.label} passes every case"
     feedback = result.feedback()
     assert mutant.diagnosis in feedback, feedback
+
+
+def test_student_editions_are_in_sync_with_their_sources():
+    """`make student` was run after the last change to a source sheet (uses otter assign)."""
+    from qkvcourse.grading.assign import write_student_editions
+
+    stale = write_student_editions(check=True)
+    assert stale == [], "out of date (run `make student`): " + ", ".join(stale)
+
+
+def test_manifest_matches_the_sources():
+    import json
+
+    from qkvcourse.grading.assign import manifest_for
+    from qkvcourse.grading.notebook import MANIFEST
+    from qkvcourse.grading.sheets import default_sources
+
+    assert json.loads(MANIFEST.read_text()) == json.loads(json.dumps(manifest_for(default_sources())))

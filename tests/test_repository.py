@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SHEETS = sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb"))  # student editions
 COLAB_PREFIX = "https://colab.research.google.com/github/qkvcourse/qkvcourse/blob/main/notebooks/"
 LOCAL_PATH = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\Users|site-packages)")
 
@@ -36,8 +37,10 @@ def test_there_are_notebooks():
 
 def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
     entries = toc_files()
-    listed = {e for e in entries if e.startswith("notebooks/")}
+    listed = {e for e in entries if e.startswith("notebooks/") and not e.startswith("notebooks/exercises/")}
     assert listed == {f"notebooks/{p.stem}" for p in NOTEBOOKS}
+    sheets = {e for e in entries if e.startswith("notebooks/exercises/")}
+    assert sheets == {f"notebooks/exercises/{p.stem}" for p in SHEETS}
     for entry in entries:
         candidates = [ROOT / f"{entry}{ext}" for ext in (".md", ".ipynb")]
         assert any(c.exists() for c in candidates), f"_toc.yml lists {entry}, which does not exist"
@@ -136,3 +139,19 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make book" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+@pytest.mark.parametrize("path", SHEETS, ids=lambda p: p.name)
+def test_student_edition_opens_in_colab_and_hides_solutions(path):
+    nb = load(path)
+    cells = nb["cells"]
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and first.startswith("# ")
+    assert f"{COLAB_PREFIX}exercises/{path.name}" in first
+    install = "".join(cells[1]["source"])
+    assert '"google.colab" in sys.modules' in install and "torch" not in install.split("qkvcourse @")[0].split("pip")[-1]
+    assert "qkvcourse.grading.Notebook" in "".join(cells[2]["source"])
+    text = json.dumps(nb)
+    assert "BEGIN SOLUTION" not in text and "hidden=True" not in text and "BEGIN TESTS" not in text
+    assert all(c["cell_type"] != "raw" for c in cells)
+    assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")

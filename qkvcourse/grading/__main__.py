@@ -11,11 +11,13 @@ def _limits(args):
     from .autograde import Limits
 
     return Limits(total_s=args.timeout, call_s=args.call_timeout, memory_mb=args.memory_mb,
-                  startup_s=min(60.0, args.timeout))
+                  startup_s=min(args.startup_timeout, args.timeout))
 
 
 def _add_limits(p):
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per submission (default 180)")
+    p.add_argument("--startup-timeout", type=float, default=60.0,
+                   help="seconds for the submission's notebook to run (default 60)")
     p.add_argument("--call-timeout", type=float, default=10.0, help="seconds per call of the student's code")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit of the student's process")
 

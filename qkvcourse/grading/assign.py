@@ -88,7 +88,10 @@ def write_student_editions(sources: str | Path | None = None, out_dir: str | Pat
     out_dir = Path(out_dir) if out_dir is not None else sources.parent
     expected = {out_dir / f"{src.stem}.ipynb": _text(student_edition(src))
                 for src in sorted(sources.glob("*.ipynb"))}
-    expected[MANIFEST] = json.dumps(manifest_for(sources), indent=1, sort_keys=True) + "\n"
+    # The package's question list is written only for the course's own sheets; other sources
+    # (a private set, a preview) get theirs beside the editions.
+    manifest = MANIFEST if sources.resolve() == default_sources().resolve() else out_dir / "sheets.json"
+    expected[manifest] = json.dumps(manifest_for(sources), indent=1, sort_keys=True) + "\n"
     stale = [str(p) for p, text in expected.items()
              if not p.exists() or p.read_text(encoding="utf-8") != text]
     present = {p for p in out_dir.glob("*.ipynb")}

@@ -173,6 +173,9 @@ def grade_submission(notebook: str | Path, sheet: Sheet, limits: Limits | None =
     """Grade one notebook against a sheet; returns a Gradescope ``results.json`` dict."""
     from .core import Outcome
 
+    import torch
+
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a busy machine
     limits = limits or Limits()
     start = time.monotonic()
     deadline = start + limits.total_s
@@ -220,16 +223,17 @@ def grade_submission(notebook: str | Path, sheet: Sheet, limits: Limits | None =
 
 # --- tamper evidence ----------------------------------------------------------------------
 
-def _grading_files(sources: Path) -> list[Path]:
-    files = sorted(p for p in PACKAGE.rglob("*.py"))
-    files += [PACKAGE.parent / "__init__.py"]
+def _grading_files(sources: Path, package: Path = PACKAGE) -> list[Path]:
+    files = sorted(p for p in package.rglob("*.py"))
+    files += [package.parent / "__init__.py", package / "sheets.json"]
     files += sorted(Path(sources).glob("*.ipynb"))
     return files
 
 
-def code_digest(sources: Path) -> str:
+def code_digest(sources: Path, package: Path = PACKAGE) -> str:
+    """sha256 over the grading package's files and the sheet sources."""
     h = hashlib.sha256()
-    for path in _grading_files(sources):
+    for path in _grading_files(sources, package):
         h.update(str(path).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -292,7 +296,8 @@ def _grade_in_subprocess(notebook: Path, sheet: Sheet, sources: Path, limits: Li
         cmd = [sys.executable, "-m", "qkvcourse.grading", "grade-one", str(notebook),
                "--sheet", str(sheet.path), "--out", str(out), "--expect-digest", digest,
                "--sources", str(sources), "--timeout", str(limits.total_s),
-               "--call-timeout", str(limits.call_s), "--memory-mb", str(limits.memory_mb)]
+               "--call-timeout", str(limits.call_s), "--memory-mb", str(limits.memory_mb),
+               "--startup-timeout", str(limits.startup_s)]
         env = dict(os.environ, PYTHONPATH=str(PACKAGE.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         try:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -353,9 +358,6 @@ def grade_folder(submissions: str | Path, out_dir: str | Path, sources: str | Pa
             if results is None:
                 results = _failure(chosen, f"Not graded: {problem}")
         results.setdefault("execution_time", round(time.monotonic() - start, 2))
-        target = out_dir / student
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "results.json").write_text(json.dumps(results, indent=2))
         return {"student": student, "file": str(path.relative_to(submissions)), "results": results}
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -363,6 +365,12 @@ def grade_folder(submissions: str | Path, out_dir: str | Path, sources: str | Pa
     changed = _restore(snapshot, sources)
     if changed:
         tamper_log.append(f"grading files changed during the run and were restored: {', '.join(changed)}")
+    # Written only now, when no submission runs any more: a results file that a submission
+    # wrote for itself or for someone else is replaced.
+    for g in graded:
+        target = out_dir / g["student"]
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "results.json").write_text(json.dumps(g["results"], indent=2))
 
     rows = []
     qnames = sorted({t["name"].split(":")[0] for g in graded for t in g["results"]["tests"]},

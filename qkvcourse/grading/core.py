@@ -63,6 +63,7 @@ class Case:
     state: dict | None = None
     seed: int = 0
     arg_names: Sequence[str] = ()  # names shown in feedback, one per positional argument
+    raises: str | None = None  # e.g. "ValueError": the call must raise this exception
 
 
 @dataclass
@@ -84,7 +85,8 @@ class Question:
     public cases and then ``hidden=True`` cases built from a private seed.
 
     ``judge(case, received)`` may replace the comparison with the reference, for questions
-    whose answer is random (it returns None when the output is acceptable, or a message).
+    whose answer is random: it returns None when the output is acceptable, a message, or
+    ``(message, (mistake label, explanation))`` when it recognises a known mistake.
     """
 
     qid: str
@@ -346,13 +348,23 @@ def judge_case(question: Question, case: Case, received: Any, error: str | None)
     inputs += "".join(f"\n  {k} = {describe(v)}" for k, v in case.kwargs.items())
     if case.init:
         inputs = f"  built with {case.init}\n" + inputs
+    if case.raises is not None:
+        if error is not None and error.split(":")[0] == case.raises:
+            return Outcome(case.label, True)
+        got = f"it raised {error}" if error is not None else f"it returned {describe(received)}"
+        return Outcome(case.label, False, f"Input:\n{inputs}\nProblem: this input must raise "
+                                          f"{case.raises}, but {got}")
     if error is not None:
         return Outcome(case.label, False, f"Input:\n{inputs}\nYour code raised {error}")
     if question.judge is not None:
         problem = question.judge(case, received)
         if problem is None:
             return Outcome(case.label, True)
-        return Outcome(case.label, False, f"Input:\n{inputs}\nProblem: {problem}")
+        label = None
+        if isinstance(problem, tuple):  # (message, (mistake label, explanation))
+            problem, (label, explanation) = problem
+            problem = f"{problem}\nLikely mistake: {label}. {explanation}"
+        return Outcome(case.label, False, f"Input:\n{inputs}\nProblem: {problem}", label)
     expected = call_object(question.reference, question.kind, case)
     problem = compare(expected, received, question.atol, question.rtol)
     if problem is None:

@@ -192,6 +192,10 @@ def _loo_rmse(x, y, bandwidth):
     return _loo_from_kernel(_gauss_weights(x, bandwidth), y, "rmse")
 
 
+def _loo_tensor(x, y, bandwidth):
+    return torch.tensor(_loo_mse(x, y, bandwidth), dtype=x.dtype)
+
+
 def _loo_cases(rng, hidden):
     names = ("x", "y", "bandwidth")
 
@@ -233,4 +237,7 @@ register(Question(
         Mistake("square root taken (RMSE)",
                 "The exercise asks for the mean squared error itself, without a square root.",
                 _loo_rmse),
+        Mistake("returned a tensor, not a float",
+                "The value is right, but the exercise asks for a Python float: turn the 0-d "
+                "tensor into a number (.item()).", _loo_tensor),
     ]))

@@ -7,7 +7,6 @@ import math
 import torch
 
 from ...attention import AdditiveAttention, DotProductAttention
-from ...masking import masked_softmax
 from ..core import Case, Mistake, Question, register
 
 

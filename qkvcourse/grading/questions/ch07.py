@@ -2,8 +2,6 @@
 the warm-up learning rate of the paper."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -103,8 +101,8 @@ def _prenorm_cases(rng, hidden):
     names = ("X", "valid_lens")
     if not hidden:
         # (B, S, N, F, H, dropout, valid_lens)
-        configs = [(2, 4, 8, 16, 2, 0.0, None), (2, 4, 8, 16, 2, 0.0, [4, 2]),
-                   (2, 3, 8, 12, 4, 0.2, [3, 1])]
+        configs = [(2, 3, 4, 8, 2, 0.0, None), (2, 3, 4, 8, 2, 0.0, [3, 1]),
+                   (2, 3, 8, 12, 4, 0.2, [3, 2])]
     else:
         configs = [(1, 5, 8, 16, 1, 0.0, None), (3, 6, 12, 24, 3, 0.1, [6, 2, 4]),
                    (2, 7, 16, 32, 4, 0.5, [1, 7]), (3, 4, 12, 8, 6, 0.0, [0, 4, 2]),

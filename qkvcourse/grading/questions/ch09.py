@@ -83,7 +83,7 @@ def _lm_cases(rng, hidden):
     names = ("logits", "idx", "valid_lens")
     cases = []
     if not hidden:
-        specs = [(2, 5, 7, [5, 3]), (3, 4, 6, [4, 1, 2])]
+        specs = [(2, 4, 6, [4, 2]), (3, 4, 5, [4, 1, 3])]
     else:
         specs = [(1, 6, 5, [6]), (4, 8, 11, None), (3, 7, 9, [7, 7, 7]), (2, 5, 4, [2, 5])]
     for B, T, V, lens in specs:
