@@ -121,13 +121,15 @@ class TrainerConfig:
     #                          "fp16"; on the CPU every choice ends as fp32
     compile: bool = False  # torch.compile the model; only on CUDA, where it pays for its start-up
     device: str | torch.device | None = None  # None: qkvcourse.get_device()
-    seed: int = 0  # seed_everything(seed) when fit() starts a fresh run
+    seed: int = 0  # seed_everything(seed + rank) when fit() starts a fresh run (rank 0 alone)
     log_every: int = 10  # read the loss back from the device every this many steps
     progress: bool | str = "auto"  # progress bar; "auto": only in an interactive terminal
     eval_every_epoch: bool = True  # evaluate on val_loader after each epoch
     distributed: str = "auto"  # DistributedDataParallel: "auto" (when torchrun started >= 2
     #                            processes or a process group exists), "on" (also for one
     #                            process; an error without torchrun), "off"
+    find_unused_parameters: bool = False  # DDP: for models where some parameters get no
+    #                                       gradient in a step (costs a graph walk per step)
 
     def __post_init__(self):
         if not isinstance(self.max_epochs, int) or self.max_epochs < 0:
@@ -607,7 +609,8 @@ class Trainer:
         self.train_model: nn.Module = self.model
         if use_ddp:
             self.train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.config.find_unused_parameters)
             _ddp_trainers.add(self)
             if self.is_main_process and not ddp_utils.is_sharded(self.train_loader):
                 message = ("train_loader is a DataLoader without a DistributedSampler: every "
@@ -713,7 +716,7 @@ class Trainer:
     def fit(self, resume_from: str | os.PathLike | None = None) -> dict[str, list]:
         """Train until ``config.max_epochs`` epochs (or ``config.max_steps`` steps) in total.
 
-        A fresh run first calls ``seed_everything(config.seed)``. A run resumed from a
+        A fresh run first calls ``seed_everything(config.seed + rank)``. A run resumed from a
         checkpoint (``resume_from``), or continued by calling ``fit`` again, keeps its
         random state instead. Resuming from a checkpoint saved at the end of an epoch
         reproduces the uninterrupted run exactly on the CPU. An epoch cut short by
@@ -730,7 +733,9 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         elif self.step == 0 and self.epoch == 0:
-            seed_everything(self.config.seed)
+            # Each rank its own stream (dropout masks differ between ranks); the data order
+            # comes from the sampler's own seeded generator, the same on every rank.
+            seed_everything(self.config.seed + self.rank)
         self.should_stop = False
         callbacks = self._callbacks_here()
         for callback in callbacks:

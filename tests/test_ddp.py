@@ -107,6 +107,27 @@ def config(**kwargs):
     return TrainerConfig(**kwargs)
 
 
+class Branchy(nn.Module):
+    """A model with a parameter that never gets a gradient (needs find_unused_parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.used, self.unused = nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, X):
+        return self.used(X)
+
+
+class FirstDraw(Callback):
+    """Records a draw from the global RNG right after fit() seeds it (on every rank)."""
+
+    all_ranks = True
+
+    def on_fit_start(self, trainer):
+        self.draw = torch.rand(4)
+
+
 # -- the worker: one process of the torchrun launch -------------------------------------------
 
 def worker(out_dir):
@@ -162,6 +183,14 @@ def worker(out_dir):
     result["stop"] = {"step": stopper.step, "epoch": stopper.epoch,
                       "should_stop": stopper.should_stop, "notes": stopper.settings["notes"],
                       "warnings": [str(w.message) for w in caught]}
+    # a parameter without gradient, and each rank's own random stream
+    branchy, draw = Branchy(), FirstDraw()
+    unused = Trainer(branchy, classification_loss,
+                     distributed_loader(train_set(), B, shuffle=True, seed=SEED), callbacks=[draw],
+                     config=config(max_epochs=1, find_unused_parameters=True))
+    unused.fit()
+    result["unused"] = {"step": unused.step, "draw": draw.draw,
+                        "grad_is_none": branchy.unused.weight.grad is None}
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     stopper.close()  # it did not create the group: the group stays
     result["open_after_others_closed"] = ddp_utils.is_initialized()
@@ -520,3 +549,11 @@ def test_distributed_loader_bad_input():
 
 if __name__ == "__main__":  # one process of the torchrun launch in the ``ranks`` fixture
     worker(sys.argv[1])
+
+
+def test_find_unused_parameters_and_a_random_stream_per_rank(ranks):
+    results, _ = ranks
+    for r in results:
+        assert r["unused"]["step"] > 1 and r["unused"]["grad_is_none"]
+    assert not torch.equal(results[0]["unused"]["draw"], results[1]["unused"]["draw"]), \
+        "every rank drew the same random numbers: dropout masks would repeat across ranks"

@@ -4,5 +4,7 @@ Students call ``grader.check("q1")`` in a sheet, which runs :func:`check`; instr
 ``python -m qkvcourse.grading`` (see ``book/grading.md``).
 """
 from .core import Case, Mistake, Question, QuestionResult, check, get_question, questions
+from .notebook import Notebook
 
-__all__ = ["Case", "Mistake", "Question", "QuestionResult", "check", "get_question", "questions"]
+__all__ = ["Case", "Mistake", "Notebook", "Question", "QuestionResult", "check", "get_question",
+           "questions"]
