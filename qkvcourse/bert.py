@@ -455,7 +455,9 @@ def _from_hub(name: str):
         raise ImportError(f"bert_from_huggingface({name!r}) needs the transformers package: "
                           f"pip install transformers") from err
     try:
-        return BertForPreTraining.from_pretrained(name)
+        from ._hub import from_pretrained
+
+        return from_pretrained(BertForPreTraining, name)
     except Exception as err:  # offline, unknown name, interrupted download: one message
         raise DownloadError(f"could not load {name!r} from the Hugging Face Hub "
                             f"({type(err).__name__}: {err}). {_OFFLINE_HINT}") from err

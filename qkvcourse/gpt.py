@@ -612,7 +612,9 @@ def _hub_model(name: str, cache_dir: str | None):
         raise ImportError("Loading GPT-2 weights by name needs Hugging Face transformers, "
                           "which qkvcourse does not install: pip install transformers") from err
     try:
-        return transformers.GPT2LMHeadModel.from_pretrained(name, cache_dir=cache_dir)
+        from ._hub import from_pretrained
+
+        return from_pretrained(transformers.GPT2LMHeadModel, name, cache_dir=cache_dir)
     except OSError as err:
         raise OSError(
             f"Could not load {name!r} from the Hugging Face Hub: downloading pretrained "
