@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ...masking import masked_softmax, valid_lens_to_mask
+from ...masking import masked_softmax
 from ..core import Case, Mistake, Question, register
 
 
@@ -15,15 +15,17 @@ def _masked_softmax_lens(X, valid_lens):
     return masked_softmax(X, valid_lens)
 
 
+def _keep_mask(X, valid_lens):
+    """(B, L, S) boolean mask of the keys each query keeps (valid_lens (B,) or (B, L))."""
+    B, L, S = X.shape
+    return (torch.arange(S) < valid_lens.reshape(B, -1, 1)).expand(B, L, S)
+
+
 def _softmax_wrong_axis(X, valid_lens):
     """Softmax over the queries (dim -2) with the right mask."""
     if valid_lens is None:
         return torch.softmax(X, -2)
-    mask = valid_lens_to_mask(valid_lens.reshape(X.shape[0], -1), X.shape[-1])
-    mask = mask.expand(X.shape) if mask.dim() == 3 else mask
-    if valid_lens.dim() == 1:
-        mask = valid_lens_to_mask(valid_lens, X.shape[-1]).expand(X.shape)
-    out = torch.softmax(X.masked_fill(~mask, float("-inf")), -2)
+    out = torch.softmax(X.masked_fill(~_keep_mask(X, valid_lens), float("-inf")), -2)
     return out.nan_to_num(0.0)
 
 
@@ -31,11 +33,7 @@ def _large_negative_fill(X, valid_lens):
     """d2l's -1e6 fill: fully masked rows become uniform instead of zero."""
     if valid_lens is None:
         return torch.softmax(X, -1)
-    if valid_lens.dim() == 1:
-        mask = valid_lens_to_mask(valid_lens, X.shape[-1]).expand(X.shape)
-    else:
-        mask = valid_lens_to_mask(valid_lens, X.shape[-1])
-    return torch.softmax(X.masked_fill(~mask, -1e6), -1)
+    return torch.softmax(X.masked_fill(~_keep_mask(X, valid_lens), -1e6), -1)
 
 
 def _off_by_one(X, valid_lens):
@@ -128,12 +126,14 @@ register(Question(
 
 # --- sdpa ----------------------------------------------------------------------------------
 
-def _sdpa(query, key, value, attn_mask=None, scale=None):
+def _masked_scores(query, key, attn_mask, scale):
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = query @ key.transpose(-2, -1) * scale
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    weights = torch.softmax(scores, -1).nan_to_num(0.0)
+    return scores if attn_mask is None else scores.masked_fill(~attn_mask, float("-inf"))
+
+
+def _sdpa(query, key, value, attn_mask=None, scale=None):
+    weights = torch.softmax(_masked_scores(query, key, attn_mask, scale), -1).nan_to_num(0.0)
     return weights @ value
 
 
@@ -146,10 +146,7 @@ def _sdpa_wrong_scale(query, key, value, attn_mask=None, scale=None):
 
 
 def _sdpa_softmax_queries(query, key, value, attn_mask=None, scale=None):
-    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = query @ key.transpose(-2, -1) * scale
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    scores = _masked_scores(query, key, attn_mask, scale)
     return torch.softmax(scores, -2).nan_to_num(0.0) @ value
 
 
@@ -158,11 +155,7 @@ def _sdpa_inverted_mask(query, key, value, attn_mask=None, scale=None):
 
 
 def _sdpa_nan_rows(query, key, value, attn_mask=None, scale=None):
-    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = query @ key.transpose(-2, -1) * scale
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return torch.softmax(scores, -1) @ value
+    return torch.softmax(_masked_scores(query, key, attn_mask, scale), -1) @ value
 
 
 def _sdpa_cases(rng, hidden):
