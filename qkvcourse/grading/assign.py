@@ -69,7 +69,8 @@ def student_edition(source: Path) -> nbformat.NotebookNode:
 
 
 def _text(nb) -> str:
-    return nbformat.writes(nb) + "\n" if not nbformat.writes(nb).endswith("\n") else nbformat.writes(nb)
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def manifest_for(sources: Path) -> dict:
@@ -94,8 +95,7 @@ def write_student_editions(sources: str | Path | None = None, out_dir: str | Pat
     expected[manifest] = json.dumps(manifest_for(sources), indent=1, sort_keys=True) + "\n"
     stale = [str(p) for p, text in expected.items()
              if not p.exists() or p.read_text(encoding="utf-8") != text]
-    present = {p for p in out_dir.glob("*.ipynb")}
-    orphans = sorted(str(p) for p in present - set(expected))
+    orphans = sorted(str(p) for p in set(out_dir.glob("*.ipynb")) - set(expected))
     if check:
         return stale + [f"{p} (no source)" for p in orphans]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .core import Case, Remote, get_question, judge_case, make_cases
+from .core import Case, Remote, StudentError, get_question, run_question
 from .sheets import Sheet, read_sheet, read_sheets
 from .worker import read_message, write_message
 
@@ -59,6 +59,12 @@ class Limits:
     memory_mb: int = 4096
 
 
+def _env_with_package(env: dict) -> dict:
+    """``env`` with this copy of qkvcourse first on PYTHONPATH, for the processes we start."""
+    env["PYTHONPATH"] = str(PACKAGE.parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 # --- the worker, seen from the grader ----------------------------------------------------
 
 class Worker:
@@ -70,9 +76,9 @@ class Worker:
         shutil.copy(notebook, self.tmp / "submission.ipynb")
         to_worker_r, self._to_worker = os.pipe()
         self._from_worker, from_worker_w = os.pipe()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QKVCOURSE_GRADING")}
-        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
-                   PYTHONPATH=str(PACKAGE.parents[1]) + os.pathsep + env.get("PYTHONPATH", ""))
+        env = _env_with_package({k: v for k, v in os.environ.items()
+                                 if not k.startswith("QKVCOURSE_GRADING")})  # no private seed
+        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "qkvcourse.grading.worker", "submission.ipynb",
              str(to_worker_r), str(from_worker_w), str(limits.memory_mb)],
@@ -128,7 +134,7 @@ class Worker:
             raise Remote("the reply from your notebook's process was not understood")
         if reply["ok"]:
             return reply.get("value")
-        raise _StudentError(str(reply.get("error", "an error")))
+        raise StudentError(str(reply.get("error", "an error")))
 
     def kill(self):
         if self.proc.poll() is None:
@@ -148,8 +154,37 @@ class Worker:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-class _StudentError(Exception):
-    """The student's code raised inside the worker."""
+class _Session:
+    """One submission's worker: started when first needed, started again after a crash or a
+    timeout (the rest of that question's cases fail), never again if the notebook itself
+    cannot run."""
+
+    def __init__(self, notebook: Path, limits: Limits, deadline: float):
+        self.notebook, self.limits, self.deadline = notebook, limits, deadline
+        self.worker: Worker | None = None
+        self.startup_error: str | None = None
+        self.notes: list[str] = []  # errors of the notebook's own cells
+
+    def call(self, name: str, kind: str, case: Case):
+        if self.startup_error is not None:
+            raise Remote(self.startup_error)
+        if self.worker is None:
+            try:
+                self.worker = Worker(self.notebook, self.limits, self.deadline)
+            except Remote as exc:
+                self.startup_error = str(exc)
+                raise
+            self.notes.extend(e for e in self.worker.errors if e not in self.notes)
+        try:
+            return self.worker.call(name, kind, case)
+        except Remote:
+            self.close()
+            raise
+
+    def close(self):
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
 
 # --- grading one submission --------------------------------------------------------------
@@ -171,48 +206,22 @@ def _question_result(question, sheet_q, outcomes):
 
 def grade_submission(notebook: str | Path, sheet: Sheet, limits: Limits | None = None) -> dict:
     """Grade one notebook against a sheet; returns a Gradescope ``results.json`` dict."""
-    from .core import Outcome
-
     import torch
 
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a busy machine
     limits = limits or Limits()
     start = time.monotonic()
-    deadline = start + limits.total_s
-    tests, notes = [], []
-    worker: Worker | None = None
-    startup_error: str | None = None  # the notebook itself cannot run: no point retrying
+    session = _Session(Path(notebook), limits, start + limits.total_s)
+    tests = []
     try:
         for sheet_q in sheet.questions:
             question = get_question(sheet_q.qid)
-            outcomes, gone = [], None
-            for case in make_cases(question, hidden=True):
-                if gone is None and startup_error is not None:
-                    gone = startup_error
-                if gone is None and worker is None:
-                    try:
-                        worker = Worker(Path(notebook), limits, deadline)
-                        notes.extend(e for e in worker.errors if e not in notes)
-                    except Remote as exc:
-                        startup_error = gone = str(exc)
-                if gone is not None:
-                    outcomes.append(Outcome(case.label, False, gone))
-                    continue
-                try:
-                    received, error = worker.call(sheet_q.name, question.kind, case), None
-                except _StudentError as exc:
-                    received, error = None, str(exc)
-                except Remote as exc:  # crashed or timed out: the next question starts afresh
-                    gone = str(exc)
-                    worker.close()
-                    worker = None
-                    outcomes.append(Outcome(case.label, False, gone))
-                    continue
-                outcomes.append(judge_case(question, case, received, error))
-            tests.append(_question_result(question, sheet_q, outcomes))
+            result = run_question(
+                sheet_q.qid, lambda case: session.call(sheet_q.name, question.kind, case), hidden=True)
+            tests.append(_question_result(question, sheet_q, result.outcomes))
     finally:
-        if worker is not None:
-            worker.close()
+        session.close()
+    notes = session.notes
     score = round(sum(t["score"] for t in tests), 4)
     output = f"Score {score:g} / {sheet.max_score:g} on {sheet.slug}."
     if notes:
@@ -253,9 +262,10 @@ def _restore(snapshot: dict[Path, bytes], sources: Path) -> list[str]:
         if not same:
             changed.append(str(path.name))
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.chmod(0o644) if path.exists() else None
+            if path.exists():
+                path.chmod(0o644)  # a submission may have made it read-only
             path.write_bytes(data)
-    extra = {p for p in _grading_files(sources)} - set(snapshot)
+    extra = set(_grading_files(sources)) - set(snapshot)
     for path in extra:  # new files dropped into the package or the sources
         changed.append(str(path.name))
         path.unlink()
@@ -298,7 +308,7 @@ def _grade_in_subprocess(notebook: Path, sheet: Sheet, sources: Path, limits: Li
                "--sources", str(sources), "--timeout", str(limits.total_s),
                "--call-timeout", str(limits.call_s), "--memory-mb", str(limits.memory_mb),
                "--startup-timeout", str(limits.startup_s)]
-        env = dict(os.environ, PYTHONPATH=str(PACKAGE.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = _env_with_package(dict(os.environ))
         try:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, timeout=limits.total_s + 60, env=env,

@@ -323,7 +323,13 @@ class Remote(Exception):
     """Raised by a remote caller when the student's process failed (crash, timeout...)."""
 
 
+class StudentError(Exception):
+    """The student's code raised in another process; the message is its description."""
+
+
 def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, StudentError):
+        return str(exc)
     frames = traceback.extract_tb(exc.__traceback__)
     student = [f for f in frames if not f.filename.endswith(("core.py", "worker.py"))]
     where = f" (line {student[-1].lineno}: {student[-1].line})" if student and student[-1].line else ""

@@ -140,16 +140,15 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from .core import Case, call_object
+    from .core import Case, _error_text, call_object
+    from .sheets import code_cells
 
     torch.set_num_threads(1)
     os.environ["QKVCOURSE_GRADING_WORKER"] = "1"  # grader.check in the notebook does nothing
     _limit_resources(memory_mb)
     try:
         with open(notebook, encoding="utf-8") as f:
-            nb = json.load(f)
-        cells = [("".join(c["source"]) if isinstance(c.get("source"), list) else str(c.get("source", "")))
-                 for c in nb["cells"] if c.get("cell_type") == "code"]
+            cells = code_cells(json.load(f))
     except Exception as exc:  # noqa: BLE001
         write_message(write_fd, {"ready": False, "error": f"the notebook could not be read: "
                                                           f"{type(exc).__name__}: {str(exc)[:200]}"})
@@ -172,7 +171,6 @@ def main(argv: list[str]) -> int:
             if isinstance(exc, SystemExit):
                 reply = {"ok": False, "error": f"SystemExit: your code called sys.exit({exc.code!r})"}
             else:
-                from .core import _error_text
                 reply = {"ok": False, "error": _error_text(exc)[:1000]}
         write_message(write_fd, reply)
 
