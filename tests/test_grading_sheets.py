@@ -86,3 +86,16 @@ def test_manifest_matches_the_sources():
     from qkvcourse.grading.sheets import default_sources
 
     assert json.loads(MANIFEST.read_text()) == json.loads(json.dumps(manifest_for(default_sources())))
+
+
+def test_check_leaves_the_students_random_stream_alone():
+    import torch
+
+    from qkvcourse.grading import check
+    from qkvcourse.grading.questions.ch03 import _sdpa
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check("ch03.sdpa", _sdpa)
+    assert torch.equal(torch.rand(3), expected)

@@ -417,7 +417,8 @@ def check(qid: str, obj: Any, hidden: bool = False) -> QuestionResult:
     question = get_question(qid)
     if obj is Ellipsis or obj is None:
         raise AssertionError(f"{question.title}: `{question.name}` is not defined yet.")
-    result = run_question(qid, lambda case: call_object(obj, question.kind, case), hidden)
+    with torch.random.fork_rng(devices=[]):  # the cases reseed torch; keep the student's stream
+        result = run_question(qid, lambda case: call_object(obj, question.kind, case), hidden)
     if result.passed < result.total:
         raise AssertionError(result.feedback())
     print("Passed. " + result.feedback())
