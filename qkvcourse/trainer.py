@@ -348,6 +348,37 @@ class PrintMetrics(Callback):
         print("  ".join(parts))
 
 
+class EvaluateEvery(Callback):
+    """Records ``metric(trainer)`` every ``every`` optimiser steps (and after the last step).
+
+    ``steps`` and ``values`` hold the record, for a learning curve of a metric other than the
+    loss, e.g. ``EvaluateEvery(lambda t: evaluate_classifier(t.model, val_loader), every=50)``
+    or ``EvaluateEvery(lambda t: t.evaluate(val_loader), every=100)``.
+    """
+
+    def __init__(self, metric: Callable[["Trainer"], float], every: int):
+        if not callable(metric):
+            raise TypeError(f"metric must be callable, got {type(metric).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.metric, self.every = metric, every
+        self.steps: list[int] = []
+        self.values: list[float] = []
+
+    def _record(self, trainer, step):
+        if not self.steps or self.steps[-1] != step:
+            self.steps.append(step)
+            self.values.append(float(self.metric(trainer)))
+
+    def on_train_batch_end(self, trainer, step, loss):
+        if step % self.every == 0:
+            self._record(trainer, step)
+
+    def on_fit_end(self, trainer):
+        if trainer.step:
+            self._record(trainer, trainer.step)
+
+
 class LossCurve(Callback):
     """Training and validation loss against the optimiser step.
 
