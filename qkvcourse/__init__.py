@@ -45,6 +45,7 @@ from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSe
                           TransformerDecoderBlock, TransformerEncoder, TransformerEncoderBlock,
                           make_transformer)
 from .decoding import Hypotheses, Hypothesis, beam_search, bleu, corpus_bleu, greedy_search
+from .experiments import SweepResult, sweep
 from .trainer import (Callback, Checkpoint, EarlyStopping, EvaluateEvery, LossCurve, PrintMetrics, Trainer,
                       TrainerConfig, transformer_schedule, warmup_cosine_schedule)
 from .gpt import (GPT, GPTBlock, GPTConfig, gpt_config_from_huggingface, gpt_from_huggingface,
@@ -75,7 +76,7 @@ __all__ = [
     # encoder-decoder models, decoding, training, data (chapters 4, 7, 8)
     "AddNorm", "Callback", "CausalSelfAttention", "Checkpoint", "CrossAttention",
     "DateTranslationData", "Decoder", "EarlyStopping", "Encoder", "EncoderDecoder",
-    "EvaluateEvery", "GlobalSelfAttention", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN",
+    "EvaluateEvery", "GlobalSelfAttention", "SweepResult", "sweep", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN",
     "PrintMetrics", "RNNSeq2SeqConfig", "Seq2SeqAttentionDecoder", "Seq2SeqDecoder",
     "Seq2SeqEncoder", "TatoebaData", "Trainer", "TrainerConfig", "TransformerConfig",
     "TransformerDecoder", "TransformerDecoderBlock", "TransformerEncoder",
