@@ -44,6 +44,16 @@ def _otter_assign(source: Path, dist: Path) -> Path:
     return student
 
 
+def _chapter_link(source: Path) -> str:
+    """A line that links a sheet back to its chapter: sheet ``chNN_name`` goes with ``NN_name``."""
+    chapter = source.parent.parent.parent / f"{source.stem[2:]}.ipynb"  # notebooks/NN_name.ipynb
+    if not chapter.exists():
+        return ""
+    first = nbformat.read(chapter, as_version=4).cells[0].source.splitlines()[0]
+    title = first.lstrip("# ").strip()  # "9. GPT: decoder-only pretraining"
+    return f" · This sheet goes with chapter [{title}](../{chapter.name})."
+
+
 def student_edition(source: Path) -> nbformat.NotebookNode:
     """The student edition of one source sheet, as a notebook object."""
     with tempfile.TemporaryDirectory(prefix="qkv-assign-") as tmp:
@@ -52,7 +62,8 @@ def student_edition(source: Path) -> nbformat.NotebookNode:
     cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.startswith("# Initialize Otter"))]
     title = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# "))
     head = cells.pop(title)
-    head.source = head.source.rstrip() + f"\n\n[Open in Colab]({COLAB_PREFIX}{slug}.ipynb)"
+    head.source = (head.source.rstrip() + f"\n\n[Open in Colab]({COLAB_PREFIX}{slug}.ipynb)"
+                   + _chapter_link(source))
     cells = [head, nbformat.v4.new_code_cell(INSTALL_CELL),
              nbformat.v4.new_code_cell(INIT_CELL.format(slug=slug))] + cells
     for cell in cells:
