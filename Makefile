@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qkvcourse-installed
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-unit test-notebooks notebooks student grade bench clean
+.PHONY: setup book test test-unit test-notebooks notebooks diagrams student grade bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ notebooks: $(STAMP)
 		MPLBACKEND=module://matplotlib_inline.backend_inline ../$(BIN)/jupyter execute --inplace $$nb || exit 1; \
 	done
 	$(BIN)/python tests/clean_notebooks.py
+
+# Redraw the SVG diagrams (book/diagrams/chNN.py -> notebooks/figures/*.svg); a test fails
+# when a committed diagram differs from what the code draws.
+diagrams: $(STAMP)
+	$(BIN)/python book/diagrams/build.py
 
 # Graded exercises: regenerate the student editions after editing a source sheet in
 # notebooks/exercises/sources, and grade a folder of submissions:
