@@ -16,6 +16,7 @@ The package is organised in the order the course teaches:
 - ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
 - ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
 - ``distributed`` DistributedDataParallel helpers for the trainer (torchrun)
+- ``profiling``   time and peak memory of attention against length, power-law fits (chapter 8)
 - ``data``        vocabularies, tokenizers (character, byte-level BPE), the generated
                   date-translation task, offline corpora, checksummed downloads
 - ``plotting``, ``utils``  figures, devices, seeding
@@ -54,7 +55,9 @@ from .bert import (BERTBatch, BERTConfig, BERTEncoder, BERTLoss, BERTModel, BERT
                    MaskLM, NextSentencePred, bert_batch_loss, bert_from_huggingface,
                    bert_pretraining_loss, bert_vocab, get_tokens_and_segments, make_bert,
                    mask_tokens, next_sentence_pairs)
-from . import data, distributed
+from . import data, distributed, profiling
+from .profiling import (attention_step, peak_attention_memory, power_law_fit, steady_timing,
+                        time_attention)
 from .distributed import distributed_loader
 from .finetune import (BERTClassifier, BERTSpanExtractor, GPTClassifier, best_spans,
                        bert_classification_inputs, bert_classification_loss, bert_span_inputs,
@@ -73,6 +76,9 @@ __all__ = [
     "scaled_dot_product_attention", "seed_everything", "show_heatmaps", "sinusoidal_table",
     "split_heads", "target_function", "time_function", "transpose_output", "transpose_qkv",
     "use_fused_path", "valid_lens_to_mask",
+    # measuring attention's cost (chapter 8)
+    "attention_step", "peak_attention_memory", "power_law_fit", "profiling", "steady_timing",
+    "time_attention",
     # encoder-decoder models, decoding, training, data (chapters 4, 7, 8)
     "AddNorm", "Callback", "CausalSelfAttention", "Checkpoint", "CrossAttention",
     "DateTranslationData", "Decoder", "EarlyStopping", "Encoder", "EncoderDecoder",
