@@ -1,32 +1,70 @@
 """Chapter 1 diagrams: where queries, keys and values come from."""
-from svg import Diagram
+from svg import MUTED, Diagram
 
 
 def qkv_projections() -> Diagram:
-    d = Diagram(640, 330, "Queries, keys and values from one input",
-                "The input rows X pass through three dense layers W^Q, W^K, W^V giving Q, K, V; "
-                "Q times K transposed, scaled by one over root d, goes through a row-wise softmax "
-                "to give the attention weights A, and A times V is the output.")
-    x = d.box(30, 135, 90, 50, "X\n(n × d_{model})", kind="input", size=13)
-    rows = [(40, "W^{Q}", "Q"), (135, "W^{K}", "K"), (230, "W^{V}", "V")]
-    outs = {}
+    d = Diagram(700, 340, "Queries, keys and values from one input",
+                "The input rows X (n by d_model) pass through three dense layers W^Q, W^K, W^V "
+                "giving Q and K (n by d_k) and V (n by d_v); Q times K transposed, scaled by one "
+                "over root d_k, goes through a row-wise softmax to give the n by n attention "
+                "weights A, and A times V is the output, n by d_v.")
+    x = d.box(20, 143, 105, 54, "X\n(n × d_{model})", kind="input", size=13)
+    rows = [(45, "W^{Q}", "Q\n(n × d_{k})"), (145, "W^{K}", "K\n(n × d_{k})"),
+            (245, "W^{V}", "V\n(n × d_{v})")]
+    outs = []
     for y, w, name in rows:
-        lin = d.box(175, y, 80, 44, w, kind="linear")
-        d.arrow(x.right, (148, x.right[1]), (148, lin.left[1]), lin.left)
-        o = d.box(290, y, 70, 44, f"{name}\n(n × d)", kind="input", size=13)
+        lin = d.box(170, y, 100, 50, w, kind="linear")
+        d.arrow(x.right, (146, x.right[1]), (146, lin.left[1]), lin.left)
+        o = d.box(305, y, 95, 50, name, kind="input", size=13)
         d.arrow(lin.right, o.left)
-        outs[name] = o
-    s = d.box(400, 80, 110, 56, "softmax(\nQK^{T}/√d)", kind="attention", size=13)
-    d.arrow(outs["Q"].right, (380, outs["Q"].right[1]), (380, s.at(0, 0.3)[1]), s.at(0, 0.3))
-    d.arrow(outs["K"].right, (380, outs["K"].right[1]), (380, s.at(0, 0.75)[1]), s.at(0, 0.75))
-    m = d.box(545, 180, 70, 50, "A V", kind="attention")
-    d.arrow(s.bottom, (s.bottom[0], m.left[1] - 0), m.left, label="A (n × n)", label_at=0.0,
-            label_side="left")
-    d.arrow(outs["V"].right, (580, outs["V"].right[1]), m.bottom)
-    d.text(580, 160, "output", size=13, color="#4a5568")
-    d.text(320, 305, "self-attention: Q, K and V are three views of the same X", size=13,
-           color="#4a5568", italic=True)
+        outs.append(o)
+    q, k, v = outs
+    s = d.box(445, 70, 135, 60, "A = softmax(\nQK^{T}/√d_{k})", kind="attention", size=13)
+    d.arrow(q.right, (422, q.right[1]), (422, s.at(0, 0.3)[1]), s.at(0, 0.3))
+    d.arrow(k.right, (422, k.right[1]), (422, s.at(0, 0.75)[1]), s.at(0, 0.75))
+    out = d.box(585, 165, 100, 60, "output AV\n(n × d_{v})", kind="output", size=13)
+    d.arrow(s.right, (635, s.right[1]), out.top)
+    d.text(627, 150, "A (n × n)", size=13, color=MUTED, anchor="end")
+    d.arrow(v.right, (635, v.right[1]), out.bottom)
+    d.text(350, 318, "self-attention: Q, K and V are three learned views of the same X",
+           size=13, color=MUTED, italic=True)
     return d
 
 
-DIAGRAMS = {"ch01_qkv_projections": qkv_projections}
+def _panel(d: Diagram, px: float, title: str, weights: str, rows: str, cross: bool) -> None:
+    """One panel of ch01_self_vs_cross, 330 units wide, starting at x = px."""
+    d.text(px + 165, 22, title, size=15, weight="bold")
+    d.frame(px, 40, 330, 305)
+    att = d.box(px + 25, 58, 280, 72,
+                f"softmax(QK^{{T}}/√d) V\nweights: {weights}\noutput: {rows}",
+                kind="attention", size=13)
+    centers = [px + 65, px + 165, px + 265]
+    for cx, w, name in zip(centers, ["W^{Q}", "W^{K}", "W^{V}"], "QKV"):
+        lin = d.box(cx - 40, 180, 80, 42, w, kind="linear")
+        d.arrow(lin.top, (cx, att.bottom[1]), label=name, label_side="right")
+    if cross:
+        xq = d.box(px + 10, 268, 110, 64, "X_{q}\ndecoder\nL rows", kind="input", size=13)
+        xkv = d.box(px + 130, 268, 190, 64, "X_{kv}\nencoder, S rows", kind="input", size=13)
+        d.arrow((centers[0], xq.top[1]), (centers[0], 222))
+        d.arrow((centers[1], xkv.top[1]), (centers[1], 222))
+        d.arrow((centers[2], xkv.top[1]), (centers[2], 222))
+    else:
+        x = d.box(px + 10, 268, 310, 64, "X\none sequence, n rows", kind="input", size=13)
+        for cx in centers:
+            d.arrow((cx, x.top[1]), (cx, 222))
+
+
+def self_vs_cross() -> Diagram:
+    d = Diagram(705, 360, "Self-attention and encoder-decoder attention",
+                "Two panels. Left, self-attention: one sequence X with n rows feeds all three "
+                "projections W^Q, W^K, W^V; the weights are n by n and there are n output rows. "
+                "Right, encoder-decoder attention: the decoder states X_q (L rows) feed W^Q only, "
+                "the encoder states X_kv (S rows) feed W^K and W^V; the weights are L by S and "
+                "there are L output rows, one per query.")
+    _panel(d, 15, "self-attention", "n × n", "n rows", cross=False)
+    _panel(d, 360, "encoder–decoder (cross-) attention", "L × S", "L rows (one per query)",
+           cross=True)
+    return d
+
+
+DIAGRAMS = {"ch01_qkv_projections": qkv_projections, "ch01_self_vs_cross": self_vs_cross}
