@@ -8,8 +8,11 @@ here, so that the chapter shows the measurements and not the plumbing.
 - ``steady_timing(device)``: time on one CPU thread (steadier on a small or shared machine).
 - ``attention_step(path, q, k, v, backward)``: one attention call on a chosen path, with or
   without the backward pass.
-- ``time_attention(path, n, ...)``: the median seconds of one such step on random inputs.
+- ``time_attention(path, n, ...)``: the seconds of one such step on random inputs (fastest of
+  a few runs).
 - ``peak_rss_bytes()``: the largest resident memory this process has held so far.
+- ``measure_step_memory(path, n, ...)``: what one CPU step adds to that peak (run in a fresh
+  process).
 - ``peak_attention_memory(configs, ...)``: the peak *extra* memory of one step per
   ``(path, n)``: PyTorch's allocator counter on a GPU, a fresh process per configuration
   on a CPU.
@@ -26,12 +29,13 @@ import math
 import resource
 import subprocess
 import sys
+import time
 
 import torch
 from torch import Tensor
 
 from .attention import attention_backend, scaled_dot_product_attention
-from .utils import time_function
+from .utils import synchronize
 
 PATHS = ("explicit", "fused")
 MODES = ("forward", "forward+backward")
@@ -78,10 +82,23 @@ def _inputs(n: int, batch: int, heads: int, head_dim: int, device, backward: boo
 def time_attention(path: str, n: int, *, backward: bool = False, batch: int = 1, heads: int = 2,
                    head_dim: int = 64, device: torch.device | str = "cpu", repeat: int = 5,
                    warmup: int = 1) -> float:
-    """Median seconds of one :func:`attention_step` on random inputs of length ``n``."""
+    """Seconds of one :func:`attention_step` on random inputs of length ``n``: the fastest of
+    ``repeat`` runs after ``warmup`` runs.
+
+    The fastest run, not the median: on a shared machine other programs only ever add time, so
+    the minimum is the steadiest estimate of what the step itself costs.
+    """
     q, k, v = _inputs(n, batch, heads, head_dim, device, backward)
-    return time_function(lambda: attention_step(path, q, k, v, backward), repeat=repeat,
-                         warmup=warmup, device=device)
+    for _ in range(warmup):
+        attention_step(path, q, k, v, backward)
+    times = []
+    for _ in range(repeat):
+        synchronize(device)
+        start = time.perf_counter()
+        attention_step(path, q, k, v, backward)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def peak_rss_bytes() -> int:
@@ -103,8 +120,12 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux and BSD give KiB
 
 
-def _measure_in_this_process(path: str, n: int, batch: int, heads: int, head_dim: int) -> dict:
-    """Peak extra resident memory of one step, forward then forward+backward (fresh process)."""
+def measure_step_memory(path: str, n: int, batch: int, heads: int, head_dim: int) -> dict:
+    """Peak extra resident memory of one CPU step, forward then forward+backward, in bytes.
+
+    Meant to run in a fresh process (``peak_attention_memory`` starts one per configuration):
+    a peak can only go up, so it measures only what the first large step adds.
+    """
     torch.set_num_threads(1)
 
     def step(length, backward):
@@ -120,7 +141,7 @@ def _measure_in_this_process(path: str, n: int, batch: int, heads: int, head_dim
 
 def _child_main(argv: list[str]) -> None:
     path, n, batch, heads, head_dim = argv[0], *map(int, argv[1:5])
-    print(json.dumps(_measure_in_this_process(path, n, batch, heads, head_dim)))
+    print(json.dumps(measure_step_memory(path, n, batch, heads, head_dim)))
 
 
 _CHILD = "import sys; from qkvcourse.profiling import _child_main; _child_main(sys.argv[1:])"
