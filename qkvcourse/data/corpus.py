@@ -50,8 +50,8 @@ from .download import DEFAULT_TIMEOUT, ChecksumError, DownloadError, download, e
 __all__ = [
     "OFFLINE_CORPORA", "STDLIB_MODULES", "TINY_SHAKESPEARE_SHA256", "TINY_SHAKESPEARE_URL",
     "WIKITEXT2_SHA1", "WIKITEXT2_URLS", "char_entropy", "generate_stories",
-    "load_offline_corpus", "load_tiny_shakespeare", "load_wikitext2", "paragraphs",
-    "split_sentences", "stdlib_docstrings", "train_val_split",
+    "lm_windows", "load_offline_corpus", "load_tiny_shakespeare", "load_wikitext2",
+    "paragraphs", "split_sentences", "stdlib_docstrings", "train_val_split",
 ]
 
 OFFLINE_CORPORA = ("stories", "stdlib")
@@ -75,6 +75,43 @@ def char_entropy(text: str) -> float:
         raise ValueError("text must not be empty (the entropy of no characters is undefined)")
     n = len(text)
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+
+
+# --- language-modelling windows ------------------------------------------------------------------
+
+
+def lm_windows(ids, T: int, stride: int | None = None):
+    """Training windows for a language model: ``(inputs, targets)``, each ``(W, T)``.
+
+    Window ``w`` covers the ``T + 1`` tokens ``ids[w * stride : w * stride + T + 1]``; its
+    first ``T`` are the inputs and its last ``T`` the targets (the inputs shifted by one),
+    so one window gives ``T`` next-token examples. Windows start every ``stride`` tokens
+    (default ``T``: every target is predicted once) while a whole window fits.
+
+    Args:
+        ids: the token ids of the text (a list or a 1-D integer tensor).
+        T: the context length, at least 1.
+        stride: tokens between the starts of two windows (``T // 2`` overlaps them by half).
+
+    Returns:
+        ``(inputs (W, T), targets (W, T))``, long tensors; ``W = (len(ids) - T - 1) // stride + 1``.
+    """
+    import torch  # the corpus helpers above need no torch; only the windows do
+
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be an integer >= 1, got {T!r}")
+    stride = T if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be None or an integer >= 1, got {stride!r}")
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+    if len(ids) < T + 1:
+        raise ValueError(f"ids must hold at least T + 1 = {T + 1} tokens for one window, "
+                         f"got {len(ids)}")
+    starts = torch.arange(0, len(ids) - T, stride)  # (W,)
+    windows = ids[starts[:, None] + torch.arange(T + 1)]  # (W, T + 1)
+    return windows[:, :-1], windows[:, 1:]
 
 
 # --- sentences and paragraphs --------------------------------------------------------------------
