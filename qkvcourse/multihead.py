@@ -3,8 +3,11 @@
 Shape legend: B batch, L queries, S key-value pairs, H heads (``num_heads``),
 D = num_hiddens / H per-head size (``d_k`` in the paper), N = num_hiddens.
 
-MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W_o,
-head_i = Attention(Q W_q^i, K W_k^i, V W_v^i).
+MultiHead(X_q, X_kv) = Concat(head_1, ..., head_h) W_o,
+head_i = Attention(X_q W_q^i, X_kv W_k^i, X_kv W_v^i),
+
+where X_q are the layer's query-side inputs and X_kv its key-value inputs (the paper writes
+them Q, K, V; in this course Q, K, V are the projections, see book/notation.md).
 
 All heads' projections are computed by one ``nn.Linear`` each (``W_q`` maps N
 inputs to H·D = N outputs); the heads are then split off the feature axis.

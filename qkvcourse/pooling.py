@@ -2,10 +2,10 @@
 
 Nadaraya (1964) and Watson (1964) estimate f(x) from pairs (x_i, y_i) as
 
-    f̂(x) = Σ_i α(x, x_i) y_i,    α(x, x_i) = K((x − x_i)/h) / Σ_j K((x − x_j)/h),
+    f̂(x) = Σ_i α(x, x_i) y_i,    α(x, x_i) = K((x − x_i)/σ) / Σ_j K((x − x_j)/σ),
 
 a weighted average of the observed values, with weights from a kernel K of
-bandwidth h. In attention language, x is the query, the x_i are keys, the y_i
+bandwidth σ. In attention language, x is the query, the x_i are keys, the y_i
 values, and α are the attention weights.
 
 Shape legend: Q queries, N training pairs (keys = values).
@@ -56,8 +56,8 @@ def nadaraya_watson(queries: Tensor, keys: Tensor, values: Tensor, kernel: str =
         queries: ``(Q,)`` query points x.
         keys: ``(N,)`` training inputs x_i.
         values: ``(N,)`` training targets y_i.
-        kernel: a name in ``KERNELS`` or a callable applied to (x − x_i)/h.
-        bandwidth: h > 0.
+        kernel: a name in ``KERNELS`` or a callable applied to (x − x_i)/σ.
+        bandwidth: σ > 0.
 
     Returns:
         ``(predictions (Q,), weights (Q, N))``. A query with no key inside a
