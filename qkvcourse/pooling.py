@@ -90,7 +90,7 @@ class NadarayaWatson(nn.Module):
     positive. ``forward(queries (Q,), keys (N,), values (N,), mask=None)``
     returns predictions ``(Q,)``; ``mask (Q, N)`` (True = use this pair) lets
     training leave each point out of its own estimate, otherwise the optimum
-    would be h → 0, which simply copies every training target.
+    would be σ → 0, which simply copies every training target.
     """
 
     def __init__(self, bandwidth: float = 1.0):
