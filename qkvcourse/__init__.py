@@ -15,6 +15,8 @@ The package is organised in the order the course teaches:
 - ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, Hugging Face loader (chapter 9)
 - ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
 - ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
+- ``transfer``    a pretrained GPT for a task: new token rows, the first k of L blocks (9)
+- ``zero_shot``   scoring candidate answers by their likelihood under a language model (9)
 - ``distributed`` DistributedDataParallel helpers for the trainer (torchrun)
 - ``profiling``   time and peak memory of attention against length, power-law fits (chapter 8)
 - ``data``        vocabularies, tokenizers (character, byte-level BPE), the generated
@@ -62,6 +64,8 @@ from .distributed import distributed_loader
 from .finetune import (BERTClassifier, BERTSpanExtractor, GPTClassifier, best_spans,
                        bert_classification_inputs, bert_classification_loss, bert_span_inputs,
                        bert_span_loss, gpt_classification_inputs, gpt_finetune_loss, span_f1)
+from .transfer import char_token_map, transfer_gpt
+from .zero_shot import choose_continuation, continuation_log_probs
 from .data import (BPETokenizer, CharTokenizer, DateTranslationData, TatoebaData, Vocab,
                    load_offline_corpus)
 
@@ -99,4 +103,5 @@ __all__ = [
     "BERTClassifier", "BERTSpanExtractor", "GPTClassifier", "best_spans",
     "bert_classification_inputs", "bert_classification_loss", "bert_span_inputs",
     "bert_span_loss", "gpt_classification_inputs", "gpt_finetune_loss", "span_f1",
+    "char_token_map", "choose_continuation", "continuation_log_probs", "transfer_gpt",
 ]

@@ -1,4 +1,4 @@
-"""Chapter 9 diagrams: GPT's task-specific input transformations."""
+"""Chapter 9 diagrams: GPT's task-specific input transformations; pretraining, then transfer."""
 from svg import MUTED, Diagram
 
 H = 30  # height of a token box
@@ -73,4 +73,47 @@ def input_transformations() -> Diagram:
     return d
 
 
-DIAGRAMS = {"ch09_input_transformations": input_transformations}
+def pretrain_then_transfer() -> Diagram:
+    d = Diagram(700, 400, "Pretraining, then transferring k of L blocks to a task",
+                "Two stacks side by side. Left, pretraining without labels: the stories, one "
+                "character per token, enter token and position embeddings, then blocks 1 to L, a "
+                "final LayerNorm and the tied output layer, which predicts the next character. "
+                "Right, fine-tuning with few labels: the input start, passage, extract enters the "
+                "embeddings, copied from pretraining except new rows for the special tokens; "
+                "blocks 1 to k are copied, blocks k+1 to L are re-initialised; on top, a new "
+                "linear layer W_y reads the extract state and predicts the label, and the tied "
+                "output layer gives the auxiliary language-modelling loss.")
+    lx, rx, w, h = 30, 420, 250, 38
+    d.text(lx + w / 2, 22, "1. Pretraining: no labels", size=15, weight="bold")
+    d.text(rx + w / 2, 22, "2. Fine-tuning: few labels", size=15, weight="bold")
+    rows = [  # (y, left label, left kind, right label, right kind, copied)
+        (300, "token + position embeddings", "input",
+         "embeddings: copied, new rows\nfor <start>, <extract>", "input", True),
+        (240, "blocks 1 … k", "attention", "blocks 1 … k: copied", "attention", True),
+        (180, "blocks k+1 … L", "attention", "blocks k+1 … L: fresh", "masked", False),
+        (120, "final LayerNorm", "norm", "final LayerNorm: copied\nonly when k = L", "norm", False),
+    ]
+    for y, left, lkind, right, rkind, copied in rows:
+        a = d.box(lx, y, w, h, left, kind=lkind, size=13)
+        b = d.box(rx, y, w, h, right, kind=rkind, size=13, dashed=not copied)
+        if copied:
+            d.arrow(a.right, b.left, label="copy")
+    for x in (lx, rx):
+        for y in (300, 240, 180):
+            d.arrow((x + w / 2, y), (x + w / 2, y - 22))
+    lin = d.box(lx, 352, w, 30, "the stories, one character per token", kind="plain", size=13)
+    d.arrow(lin.top, (lx + w / 2, 338))
+    inp = d.box(rx, 352, w, 30, "<start> passage <extract>", kind="special", size=13)
+    d.arrow(inp.top, (rx + w / 2, 338))
+    out = d.box(lx, 50, w, 44, "tied output layer:\nthe next character (L_1)", kind="output", size=13)
+    d.arrow((lx + w / 2, 120), out.bottom)
+    wy = d.box(rx, 50, 120, 44, "new W_y:\nthe label (L_2)", kind="linear", size=13)
+    aux = d.box(rx + 130, 50, 120, 44, "tied output:\nL_1 (auxiliary)", kind="output", size=13)
+    d.arrow((wy.center[0], 120), wy.bottom)
+    d.arrow((aux.center[0], 120), aux.bottom)
+    d.text(350, 168, "k = 0 … L:\nthe paper's\nlayer-transfer\nexperiment", size=13, color=MUTED)
+    return d
+
+
+DIAGRAMS = {"ch09_input_transformations": input_transformations,
+            "ch09_pretrain_transfer": pretrain_then_transfer}
