@@ -733,6 +733,15 @@ def _collate(rows: list[BERTBatch]) -> BERTBatch:
     return BERTBatch(*(torch.stack(column) for column in zip(*rows)))
 
 
+def _collate_trimmed(rows: list[BERTBatch]) -> BERTBatch:
+    """Stack the rows and cut the padding columns that no row of the batch needs: the
+    tokens and segments end at the longest ``valid_len`` of the batch (positions past it
+    are padding in every row, so the loss and every real position's output are unchanged)."""
+    batch = _collate(rows)
+    T = int(batch.valid_lens.max())
+    return batch._replace(tokens=batch.tokens[:, :T], segments=batch.segments[:, :T])
+
+
 class BERTPretrainingData(Dataset):
     """Masked-LM and next-sentence examples from a corpus of paragraphs, seeded.
 
@@ -802,11 +811,17 @@ class BERTPretrainingData(Dataset):
     def __getitem__(self, row: int) -> BERTBatch:
         return BERTBatch(*(t[row] for t in self.tensors))
 
-    def dataloader(self, batch_size: int = 32, shuffle: bool = True) -> DataLoader:
-        """Batches of :class:`BERTBatch`, shuffled by a generator seeded with ``seed``."""
+    def dataloader(self, batch_size: int = 32, shuffle: bool = True, trim: bool = True
+                   ) -> DataLoader:
+        """Batches of :class:`BERTBatch`, shuffled by a generator seeded with ``seed``.
+
+        With ``trim`` (the default) a batch is only as long as its longest example: most
+        pairs are much shorter than ``max_len``, and the padding columns would cost
+        compute for nothing. ``trim=False`` gives ``(B, max_len)`` batches.
+        """
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, collate_fn=_collate)
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          collate_fn=_collate_trimmed if trim else _collate)
 
     def __repr__(self) -> str:
         return (f"BERTPretrainingData({len(self)} examples, max_len={self.max_len}, "

@@ -20,8 +20,9 @@ trained from scratch, on the same fine-tuning budget, over seeds (with
 
 The arms: ``"pretrained"`` (fine-tune everything from the pretrained weights),
 ``"scratch"`` (the same from random weights), ``"frozen"`` (pretrained encoder kept
-fixed, only the pooler and the new layer trained), and ``"scratch, BERT init"`` (scratch
-with the pooler and the new layer at BERT's std 0.02 instead of PyTorch's default).
+fixed, only the pooler and the new layer trained), and ``"pretrained, BERT init"``,
+``"scratch, BERT init"`` (the new layer, and a scratch model's pooler, at BERT's std 0.02
+instead of PyTorch's default).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from .utils import seed_everything
 __all__ = ["ARMS", "FinetuneRecipe", "bert_for_task", "finetune_bert", "pretraining_metrics",
            "pretraining_monitors", "subset", "transfer_run"]
 
-ARMS = ("pretrained", "scratch", "frozen", "scratch, BERT init")
+ARMS = ("pretrained", "scratch", "frozen", "pretrained, BERT init", "scratch, BERT init")
 PRETRAINING_METRICS = ("mlm_loss", "mlm_accuracy", "nsp_accuracy")
 
 
@@ -167,8 +168,8 @@ def finetune_bert(model: nn.Module, train: Sequence[Tensor], recipe: FinetuneRec
                else bert_span_loss)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = warmup_cosine_schedule(optimizer, recipe.warmup_steps, recipe.num_steps,
-                                       min_ratio=0.1)
+    warmup = min(recipe.warmup_steps, recipe.num_steps - 1)  # a very short run: less warm-up
+    scheduler = warmup_cosine_schedule(optimizer, warmup, recipe.num_steps, min_ratio=0.1)
     loader = make_loader(train, min(recipe.batch_size, train[0].shape[0]), seed=seed)
     trainer = Trainer(model, loss_fn, loader, optimizer=optimizer, scheduler=scheduler,
                       callbacks=list(callbacks),
@@ -194,7 +195,7 @@ def transfer_run(config: BERTConfig, pretrained: dict, train: Sequence[Tensor],
             raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
         model = bert_for_task(config, None if arm.startswith("scratch") else pretrained, head,
                               num_classes, freeze_encoder=arm == "frozen",
-                              head_init="bert" if arm == "scratch, BERT init" else "default",
+                              head_init="bert" if arm.endswith("BERT init") else "default",
                               seed=seed)
         finetune_bert(model, subset(train, budget, seed), recipe, seed)
         loader = make_loader(test, 256, shuffle=False)
