@@ -8,8 +8,9 @@ here, so that the chapter shows the measurements and not the plumbing.
 - ``steady_timing(device)``: time on one CPU thread (steadier on a small or shared machine).
 - ``attention_step(path, q, k, v, backward)``: one attention call on a chosen path, with or
   without the backward pass.
-- ``time_attention(path, n, ...)``: the seconds of one such step on random inputs (fastest of
-  a few runs).
+- ``clock(device)``, ``time_call(fn, ...)``: CPU time on a CPU (other programs do not count),
+  wall-clock time on a GPU; the fastest of a few runs.
+- ``time_attention(path, n, ...)``: the seconds of one such step on random inputs.
 - ``peak_rss_bytes()``: the largest resident memory this process has held so far.
 - ``measure_step_memory(path, n, ...)``: what one CPU step adds to that peak (run in a fresh
   process).
@@ -79,26 +80,44 @@ def _inputs(n: int, batch: int, heads: int, head_dim: int, device, backward: boo
             for _ in range(3)]  # q, k, v: (B, H, n, D)
 
 
-def time_attention(path: str, n: int, *, backward: bool = False, batch: int = 1, heads: int = 2,
-                   head_dim: int = 64, device: torch.device | str = "cpu", repeat: int = 5,
-                   warmup: int = 1) -> float:
-    """Seconds of one :func:`attention_step` on random inputs of length ``n``: the fastest of
-    ``repeat`` runs after ``warmup`` runs.
+def clock(device: torch.device | str = "cpu"):
+    """The clock the timings read: CPU time on a CPU, wall-clock time on a GPU.
 
-    The fastest run, not the median: on a shared machine other programs only ever add time, so
-    the minimum is the steadiest estimate of what the step itself costs.
+    On a CPU, ``time.process_time`` counts only the time this process spent computing, so other
+    programs on a small or shared machine cannot inflate a measurement (on a quiet machine and
+    one thread it equals the wall-clock time). On a GPU the work happens on the device, so the
+    wall clock (``time.perf_counter``) is read, after synchronising.
     """
-    q, k, v = _inputs(n, batch, heads, head_dim, device, backward)
+    return time.process_time if torch.device(device).type == "cpu" else time.perf_counter
+
+
+def time_call(fn, *, repeat: int = 5, warmup: int = 1,
+              device: torch.device | str = "cpu") -> float:
+    """Seconds of ``fn()`` on :func:`clock`: the fastest of ``repeat`` runs after ``warmup``.
+
+    The fastest run, not the median: interruptions only ever add time, so the minimum is the
+    steadiest estimate of what the call itself costs.
+    """
+    tick = clock(device)
     for _ in range(warmup):
-        attention_step(path, q, k, v, backward)
+        fn()
     times = []
     for _ in range(repeat):
         synchronize(device)
-        start = time.perf_counter()
-        attention_step(path, q, k, v, backward)
+        start = tick()
+        fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(tick() - start)
     return min(times)
+
+
+def time_attention(path: str, n: int, *, backward: bool = False, batch: int = 1, heads: int = 2,
+                   head_dim: int = 64, device: torch.device | str = "cpu", repeat: int = 5,
+                   warmup: int = 1) -> float:
+    """Seconds of one :func:`attention_step` on random inputs of length ``n`` (:func:`time_call`)."""
+    q, k, v = _inputs(n, batch, heads, head_dim, device, backward)
+    return time_call(lambda: attention_step(path, q, k, v, backward), repeat=repeat,
+                     warmup=warmup, device=device)
 
 
 def peak_rss_bytes() -> int:

@@ -58,6 +58,33 @@ def test_attention_step_rejects_unknown_path():
         profiling.attention_step("flash", q, q, q)
 
 
+def test_clock_is_cpu_time_on_cpu_and_wall_time_elsewhere():
+    import time
+    assert profiling.clock("cpu") is time.process_time
+    assert profiling.clock(torch.device("cpu")) is time.process_time
+    assert profiling.clock("cuda") is time.perf_counter
+
+
+def test_time_call_counts_computation_not_sleep():
+    import time
+    busy = lambda: sum(i * i for i in range(200_000))
+    assert profiling.time_call(busy, repeat=3) > 0.002
+    # sleeping uses no CPU: on the CPU clock it costs (almost) nothing
+    assert profiling.time_call(lambda: time.sleep(0.05), repeat=2, warmup=0) < 0.02
+
+
+def test_time_call_returns_the_fastest_run():
+    import time
+    delays = iter([0.0, 0.0, 0.3, 0.1, 0.2])  # two warm-up calls, then three timed ones
+    def fn():
+        d = next(delays)
+        end = time.process_time() + d
+        while time.process_time() < end:  # busy for d seconds of CPU time
+            pass
+    t = profiling.time_call(fn, repeat=3, warmup=2)
+    assert 0.05 < t < 0.2
+
+
 def test_time_attention_is_positive_and_grows_with_length():
     with profiling.steady_timing():
         short = profiling.time_attention("explicit", 64, repeat=5)
@@ -111,3 +138,4 @@ def test_exported_from_the_package():
     assert qc.profiling is profiling
     assert qc.power_law_fit is profiling.power_law_fit
     assert qc.peak_attention_memory is profiling.peak_attention_memory
+    assert qc.time_attention is profiling.time_attention
