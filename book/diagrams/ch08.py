@@ -91,7 +91,7 @@ def tiled_attention() -> Diagram:
         ("S_{2j} = Q_{2} K_{j}^{T} / √d", "attention"),
         ("m' = max(m, row max of S_{2j})", "attention"),
         ("ℓ ← e^{m−m'} ℓ + Σ e^{S−m'}", "norm"),
-        ("a ← e^{m−m'} a + e^{S−m'} V_{j}", "norm"),
+        ("a ← e^{m−m'} a + e^{S−m'} V_{j};  m ← m'", "norm"),
     ]
     ys = [54, 112, 170, 228]
     boxes = [d.box(x0, y, w, 40, label, kind=kind, size=14) for (label, kind), y in zip(steps, ys)]
