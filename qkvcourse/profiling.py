@@ -205,7 +205,8 @@ def peak_attention_memory(configs, *, batch: int = 1, heads: int = 2, head_dim: 
     needed at its peak beyond what was held before it, inputs and gradients included. On a CUDA
     device this is PyTorch's allocator counter (``torch.cuda.max_memory_allocated``); on a CPU,
     where no such counter exists, each configuration runs in a fresh Python process that reads
-    its peak resident memory (:func:`peak_rss_bytes`) before and after the step.
+    its peak resident memory (:func:`peak_rss_bytes`) before and after the step. On Apple's MPS
+    the step is measured on the CPU in the same way.
     """
     configs = [(path, int(n)) for path, n in configs]
     for path, _ in configs:
@@ -214,8 +215,9 @@ def peak_attention_memory(configs, *, batch: int = 1, heads: int = 2, head_dim: 
     device = torch.device(device)
     if device.type == "cuda":
         return _peak_memory_cuda(configs, batch, heads, head_dim, device)
-    if device.type != "cpu":
+    if device.type not in ("cpu", "mps"):
         raise ValueError(f"peak memory is measured on 'cpu' or 'cuda', not {device.type!r}")
+    # Apple's MPS has no per-process peak counter: the same step on the CPU stands in for it
     return _peak_memory_cpu(configs, batch, heads, head_dim)
 
 
