@@ -379,3 +379,74 @@ def make_rnn_seq2seq(src_vocab_size: int, tgt_vocab_size: int, attention: bool =
     decoder_cls = Seq2SeqAttentionDecoder if attention else Seq2SeqDecoder
     return EncoderDecoder(Seq2SeqEncoder(src_vocab_size, *sizes),
                           decoder_cls(tgt_vocab_size, *sizes))
+
+
+# -- training and evaluation on a translation data set (chapter 4's harness) -------------------
+
+def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: int | None = None,
+                  lr: float = 5e-3, warmup_fraction: float = 0.05,
+                  grad_clip_norm: float | None = 1.0, seed: int = 0, callbacks=(),
+                  validate: bool = True):
+    """Train ``model`` on ``data`` with teacher forcing; return the finished ``Trainer``.
+
+    The recipe of chapter 4: the masked cross-entropy :func:`qkvcourse.sequence_loss` of
+    ``model(src, tgt_in, src_valid_lens)`` against ``tgt_out``, AdamW with a linear warm-up
+    over ``warmup_fraction`` of the steps and a cosine decay, and gradient clipping.
+    ``data.generator`` (which shuffles the training set) is reseeded with ``data.seed``
+    first, so two models trained on the same ``data`` see the same batches in the same order.
+
+    Args:
+        model: an :class:`~qkvcourse.encoder_decoder.EncoderDecoder` for ``data``'s vocabularies.
+        data: a :class:`~qkvcourse.data.translation.TranslationData`.
+        num_epochs: passes over the training set (the run stops earlier at ``max_steps``).
+        max_steps: at most this many optimiser steps (None: ``num_epochs`` full passes).
+        lr: peak learning rate.
+        seed: seeds the trainer (dropout); the initial weights are the caller's.
+        callbacks: trainer callbacks, e.g. :class:`qkvcourse.LossCurve`.
+        validate: compute the validation loss after each epoch.
+    """
+    from .encoder_decoder import sequence_loss  # the trainer module imports nothing of ours
+    from .trainer import Trainer, TrainerConfig, warmup_cosine_schedule
+
+    pad_id = data.tgt_vocab.pad_id
+
+    def loss_fn(model, batch):
+        logits = model(batch.src, batch.tgt_in, batch.src_valid_lens)  # (B, T, V)
+        return sequence_loss(logits, batch.tgt_out, pad_id)
+
+    data.generator.manual_seed(data.seed)
+    loader = data.train_dataloader()
+    total_steps = num_epochs * len(loader) if max_steps is None \
+        else min(max_steps, num_epochs * len(loader))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps=max(1, int(warmup_fraction * total_steps)),
+                                       total_steps=total_steps)
+    trainer = Trainer(model, loss_fn, loader, data.val_dataloader() if validate else None,
+                      optimizer=optimizer, scheduler=scheduler, callbacks=list(callbacks),
+                      config=TrainerConfig(max_epochs=num_epochs, max_steps=total_steps,
+                                           grad_clip_norm=grad_clip_norm, seed=seed,
+                                           eval_every_epoch=validate))
+    trainer.fit()
+    return trainer
+
+
+def translate_sources(model: EncoderDecoder, data, sources, beam_size: int = 1,
+              max_len: int | None = None) -> list[str]:
+    """Translate source strings with greedy search (or beam search when ``beam_size > 1``).
+
+    ``max_len`` (default: the longest test target + 1, room for ``<eos>``) caps the output.
+    """
+    from .decoding import beam_search, greedy_search
+
+    device = next(model.parameters()).device
+    src, src_valid_lens = data.encode_sources(list(sources))
+    src, src_valid_lens = src.to(device), src_valid_lens.to(device)
+    if max_len is None:
+        max_len = data.test_tensors.tgt_out.shape[1] + 1
+    search = dict(bos_id=data.tgt_vocab.bos_id, eos_id=data.tgt_vocab.eos_id, max_len=max_len)
+    model.eval()
+    if beam_size == 1:
+        hyps = greedy_search(model, src, src_valid_lens, **search)
+    else:
+        hyps = beam_search(model, src, src_valid_lens, beam_size=beam_size, **search)
+    return data.decode_targets(hyps.tokens)

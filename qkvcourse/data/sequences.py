@@ -1,0 +1,126 @@
+"""Copying random token sequences: the same content at growing length (chapter 4).
+
+The date task of chapter 4 mixes two things: a longer date is also a *different style* of
+date. To measure the fixed-length-context bottleneck alone, this task keeps the content
+fixed and varies only the length: the source is a string of ``length`` tokens drawn
+uniformly at random from a small alphabet, and the target is the same string (or, with
+``reverse=True``, the string reversed)::
+
+    "hcbjaf"  ->  "hcbjaf"      (copy)
+    "hcbjaf"  ->  "fajbch"      (reverse)
+
+Every token carries the same information (log2 of the alphabet size, in bits) at every
+position and at every length, so a model that must squeeze the whole source into one
+vector has ``length`` times as much to store, while a model with attention can look each
+token up when it writes it.
+
+The batches are in the translation batch format (:class:`~qkvcourse.data.translation.TranslationBatch`),
+so the RNN models, :func:`qkvcourse.greedy_search` and the trainer of chapter 4 work unchanged.
+"""
+from __future__ import annotations
+
+import random
+import string
+from typing import Sequence
+
+from .translation import TranslationData
+from .vocab import Vocab
+
+__all__ = ["CopyTaskData", "random_string_pairs", "token_accuracy"]
+
+
+def random_string_pairs(num_examples: int, length: int, seed: int = 0, alphabet_size: int = 10,
+                        reverse: bool = False) -> list[tuple[str, str]]:
+    """``num_examples`` distinct random strings of ``length`` letters and their copies.
+
+    Args:
+        num_examples: number of pairs; at most the number of distinct strings
+            (``alphabet_size ** length``).
+        length: tokens per string (>= 1).
+        seed: the strings are a deterministic function of ``(seed, length, alphabet_size)``.
+        alphabet_size: the first ``alphabet_size`` lowercase letters are the tokens (1 to 26).
+        reverse: the target is the source reversed instead of copied.
+    """
+    for name, value in (("length", length), ("alphabet_size", alphabet_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if alphabet_size > 26:
+        raise ValueError(f"alphabet_size must be at most 26 (lowercase letters), got {alphabet_size}")
+    if num_examples < 0 or num_examples > alphabet_size ** length:
+        raise ValueError(f"num_examples must lie in [0, {alphabet_size ** length}] (distinct "
+                         f"strings of length {length}), got {num_examples}")
+    rng = random.Random(f"copy-{seed}-{length}-{alphabet_size}")  # str seeds are stable
+    letters = string.ascii_lowercase[:alphabet_size]
+    seen: set[str] = set()
+    pairs = []
+    while len(pairs) < num_examples:
+        source = "".join(rng.choice(letters) for _ in range(length))
+        if source not in seen:  # distinct strings, so no test string is a training string
+            seen.add(source)
+            pairs.append((source, source[::-1] if reverse else source))
+    return pairs
+
+
+def token_accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of reference tokens predicted right at their position.
+
+    A prediction shorter than its reference misses the positions it lacks; extra tokens
+    beyond the reference are not counted (the exact match already punishes them).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"predictions has {len(predictions)} items but references has "
+                         f"{len(references)}")
+    total = sum(len(r) for r in references)
+    if total == 0:
+        raise ValueError("token_accuracy needs at least one reference token")
+    right = sum(p_tok == r_tok for p, r in zip(predictions, references) for p_tok, r_tok in zip(p, r))
+    return right / total
+
+
+class CopyTaskData(TranslationData):
+    """Copy (or reverse) random strings of one fixed ``length``; character tokens.
+
+    The three splits hold distinct strings (no test string was seen in training). Both
+    vocabularies are the alphabet, the same for every seed and length.
+
+    Args:
+        length: tokens per source and target string.
+        num_train, num_val, num_test: number of pairs per split.
+        seed: draws the strings and seeds the order of the training batches.
+        batch_size: rows per batch.
+        alphabet_size: number of distinct tokens (letters ``a``, ``b``, ...).
+        reverse: reverse instead of copy.
+
+    Example:
+        >>> data = CopyTaskData(length=5, num_train=100, num_val=10, num_test=10)
+        >>> data.train_pairs[0][0] == data.train_pairs[0][1]
+        True
+    """
+
+    def __init__(self, length: int, num_train: int = 10000, num_val: int = 500,
+                 num_test: int = 500, seed: int = 0, batch_size: int = 64,
+                 alphabet_size: int = 10, reverse: bool = False):
+        for name, n in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
+        self.length, self.reverse, self.alphabet_size = length, reverse, alphabet_size
+        pairs = random_string_pairs(num_train + num_val + num_test, length, seed,
+                                    alphabet_size, reverse)
+        vocab = Vocab(list(string.ascii_lowercase[:alphabet_size]))
+        super().__init__(pairs[:num_train], pairs[num_train:num_train + num_val],
+                         pairs[num_train + num_val:], vocab, vocab, batch_size, seed)
+
+    def tokenize_source(self, text: str) -> list[str]:
+        return list(text)
+
+    def tokenize_target(self, text: str) -> list[str]:
+        return list(text)
+
+    def detokenize_target(self, tokens: Sequence[str]) -> str:
+        return "".join(tokens)
+
+    def __repr__(self) -> str:
+        task = "reverse" if self.reverse else "copy"
+        return (f"CopyTaskData({task}, length={self.length}, alphabet={self.alphabet_size}, "
+                f"train={len(self.train_pairs)}, val={len(self.val_pairs)}, "
+                f"test={len(self.test_pairs)}, batch_size={self.batch_size})")
