@@ -15,6 +15,7 @@ The package is organised in the order the course teaches:
 - ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, Hugging Face loader (chapter 9)
 - ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
 - ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
+- ``bert_transfer``  what pretraining buys a BERT, measured: pretrained vs scratch vs frozen (10)
 - ``transfer``    a pretrained GPT for a task: new token rows, the first k of L blocks (9)
 - ``zero_shot``   scoring candidate answers by their likelihood under a language model (9)
 - ``distributed`` DistributedDataParallel helpers for the trainer (torchrun)
