@@ -35,7 +35,7 @@ from .encoder_decoder import EncoderDecoder, sequence_loss
 from .trainer import Trainer, TrainerConfig, warmup_cosine_schedule
 
 __all__ = ["SequenceTaskData", "Seq2SeqScores", "expected_calibration_error",
-           "evaluate_seq2seq", "train_seq2seq"]
+           "evaluate_seq2seq", "scores_table", "train_seq2seq"]
 
 TASKS = ("copy", "reverse")
 
@@ -160,6 +160,7 @@ class Seq2SeqScores:
     exact_match: float  # greedy decoding: fraction of outputs entirely right
     token_accuracy: float  # greedy decoding: fraction of reference characters right in place
     position_accuracy: list  # greedy decoding: accuracy at output position 0, 1, ... (by column)
+    teacher_forced_accuracy: float  # teacher forcing: the argmax is the reference token
     nll: float  # teacher forcing: mean −log p(reference token), nats, without smoothing
     perplexity: float  # exp(nll)
     confidence: float  # teacher forcing: mean probability of the predicted (argmax) token
@@ -201,6 +202,30 @@ def evaluate_seq2seq(model: EncoderDecoder, data: TranslationData, split: str = 
         exact_match=sum(p == t for p, t in zip(predictions, targets)) / len(targets),
         token_accuracy=sum(hits) / sum(counts),
         position_accuracy=[h / c for h, c in zip(hits, counts)],
+        teacher_forced_accuracy=(predicted == reference).double().mean().item(),
         nll=nll, perplexity=float(torch.tensor(nll).exp()),
         confidence=confidence.mean().item(),
         ece=expected_calibration_error(confidence, predicted == reference))
+
+
+def scores_table(scores: dict, arms: Sequence, seeds: Sequence[int],
+                 fields: Sequence[str] = ("exact_match", "token_accuracy", "perplexity",
+                                          "confidence", "ece")) -> str:
+    """``mean ± std`` over ``seeds`` of each field (rows) for each arm (columns).
+
+    ``scores[arm, seed]`` is a :class:`Seq2SeqScores`.
+    """
+    import statistics
+    header = ["", *map(str, arms)]
+    rows = []
+    for f in fields:
+        row = [f]
+        for arm in arms:
+            v = [getattr(scores[arm, s], f) for s in seeds]
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            row.append(f"{statistics.fmean(v):.3f} ± {sd:.3f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), *map(line, rows), f"(mean ± std over {len(seeds)} seeds)"])

@@ -8,8 +8,8 @@ import torch
 from torch.nn import functional as F
 
 import qkvcourse as qc
-from qkvcourse.long_sequences import (SequenceTaskData, evaluate_seq2seq,
-                                      expected_calibration_error, train_seq2seq)
+from qkvcourse.long_sequences import (Seq2SeqScores, SequenceTaskData, evaluate_seq2seq,
+                                      expected_calibration_error, scores_table, train_seq2seq)
 
 
 def small_transformer(data):
@@ -97,6 +97,7 @@ def test_train_and_evaluate_learns_copying():
     assert after.nll < before.nll and math.isclose(after.perplexity, math.exp(after.nll),
                                                    rel_tol=1e-6)
     assert len(after.position_accuracy) == 5 and 0 <= after.ece <= 1
+    assert 0.9 < after.teacher_forced_accuracy <= 1
     assert 0 < after.confidence <= 1 and 0 <= after.exact_match <= after.token_accuracy + 1e-9
 
 
@@ -128,3 +129,14 @@ def test_works_with_the_rnn_and_rejects_bad_arguments():
         train_seq2seq(model, data, steps=1, lr=1e-3, label_smoothing=1.0)
     with pytest.raises(ValueError, match="split"):
         evaluate_seq2seq(model, data, split="train")
+
+
+def test_scores_table():
+    def fake(em):
+        return Seq2SeqScores(em, em, [em], em, 0.1, 1.1, 0.9, 0.05)
+    scores = {("a", 0): fake(0.5), ("a", 1): fake(0.7), ("b", 0): fake(0.2), ("b", 1): fake(0.2)}
+    table = scores_table(scores, ["a", "b"], [0, 1], fields=("exact_match", "nll"))
+    lines = table.splitlines()
+    assert lines[0].split() == ["a", "b"]
+    assert lines[1].split()[:4] == ["exact_match", "0.600", "±", "0.141"]
+    assert "0.200 ± 0.000" in lines[1] and "over 2 seeds" in lines[-1]
