@@ -87,6 +87,10 @@ time. ``same_kind_distractor=False`` gives the easier variant, learned in second
 
 Sizes: a classification example is 2 × 9 words, a span passage at most 54 tokens and a
 question at most 7.
+
+The words of these tasks (colours, shapes, cities, jobs) are mostly absent from the offline
+stories. To measure what pretraining on the stories buys, chapter 10 uses tasks of the same
+two kinds written in the stories' own words: :mod:`qkvcourse.data.bert_story_tasks`.
 """
 from __future__ import annotations
 
