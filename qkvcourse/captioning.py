@@ -9,7 +9,7 @@ builds a tiny version for :class:`qkvcourse.data.images.ShapeCaptionData`:
   ``G × G`` grid of N-dimensional features, flattened to the L = G·G annotations
   ``z (B, L, N)``; a learned embedding of each cell's position is added (our network is too
   shallow for its features to know where they are). The decoder's initial state is
-  ``tanh(W_init · flatten(z))``, a dense layer over the whole grid.
+  ``W_init · flatten(z) + b``, a dense layer over the whole grid.
 - the decoder is chapter 4's own :class:`~qkvcourse.seq2seq.Seq2SeqAttentionDecoder`
   (the query is s_{t-1}, keys and values are the L cells), or, for comparison, the
   fixed-context :class:`~qkvcourse.seq2seq.Seq2SeqDecoder`, whose single context vector is
@@ -53,7 +53,9 @@ class GridEncoder(Encoder):
             raise ValueError(f"images must have shape (B, 3, P, P), got {tuple(images.shape)}")
         features = self.cnn(images)  # (B, N, G, G): one N-vector per grid cell
         z = features.flatten(2).transpose(1, 2) + self.position  # (B, L, N): the annotations z_j
-        state = torch.tanh(self.init_state(z.flatten(1)))  # (B, N): s_0 from the whole grid
+        # s_0 from the whole grid: a plain dense layer (a tanh here saturated and kept the
+        # fixed-context captioner from ever reading the image in our runs)
+        state = self.init_state(z.flatten(1))  # (B, N)
         return z, state[None]  # (B, L, N), (1, B, N)
 
 
