@@ -43,7 +43,7 @@ from .utils import (available_devices, check_shape, get_device, num_parameters, 
                     time_function)
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder, map_state, sequence_loss
 from .seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqDecoder, Seq2SeqEncoder,
-                      make_rnn_seq2seq)
+                      make_rnn_seq2seq, train_seq2seq, translate_sources)
 from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSelfAttention,
                           PositionWiseFFN, TransformerConfig, TransformerDecoder,
                           TransformerDecoderBlock, TransformerEncoder, TransformerEncoderBlock,
@@ -87,7 +87,7 @@ __all__ = [
     # encoder-decoder models, decoding, training, data (chapters 4, 7, 8)
     "AddNorm", "Callback", "CausalSelfAttention", "Checkpoint", "CrossAttention",
     "DateTranslationData", "Decoder", "EarlyStopping", "Encoder", "EncoderDecoder",
-    "EvaluateEvery", "GlobalSelfAttention", "SweepResult", "sweep", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN",
+    "EvaluateEvery", "GlobalSelfAttention", "train_seq2seq", "translate_sources", "SweepResult", "sweep", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN",
     "PrintMetrics", "RNNSeq2SeqConfig", "Seq2SeqAttentionDecoder", "Seq2SeqDecoder",
     "Seq2SeqEncoder", "TatoebaData", "Trainer", "TrainerConfig", "TransformerConfig",
     "TransformerDecoder", "TransformerDecoderBlock", "TransformerEncoder",

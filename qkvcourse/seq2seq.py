@@ -24,6 +24,7 @@ output rather than a maxout "deep output" of (s_i, y_{i-1}, c_i) (appendix A.2.2
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -386,14 +387,18 @@ def make_rnn_seq2seq(src_vocab_size: int, tgt_vocab_size: int, attention: bool =
 def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: int | None = None,
                   lr: float = 5e-3, warmup_fraction: float = 0.05,
                   grad_clip_norm: float | None = 1.0, seed: int = 0, callbacks=(),
-                  validate: bool = True):
+                  validate: bool = True, steps: int | None = None,
+                  betas: tuple[float, float] = (0.9, 0.999), label_smoothing: float = 0.0,
+                  device=None):
     """Train ``model`` on ``data`` with teacher forcing; return the finished ``Trainer``.
 
-    The recipe of chapter 4: the masked cross-entropy :func:`qkvcourse.sequence_loss` of
+    The recipe of chapters 4 and 7: the masked cross-entropy :func:`qkvcourse.sequence_loss`
+    (with label smoothing ε = ``label_smoothing``, Vaswani et al. section 5.4) of
     ``model(src, tgt_in, src_valid_lens)`` against ``tgt_out``, AdamW with a linear warm-up
     over ``warmup_fraction`` of the steps and a cosine decay, and gradient clipping.
     ``data.generator`` (which shuffles the training set) is reseeded with ``data.seed``
     first, so two models trained on the same ``data`` see the same batches in the same order.
+    The process CPU seconds of the loop are stored in ``trainer.settings["cpu_seconds"]``.
 
     Args:
         model: an :class:`~qkvcourse.encoder_decoder.EncoderDecoder` for ``data``'s vocabularies.
@@ -404,29 +409,43 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
         seed: seeds the trainer (dropout); the initial weights are the caller's.
         callbacks: trainer callbacks, e.g. :class:`qkvcourse.LossCurve`.
         validate: compute the validation loss after each epoch.
+        steps: exactly this many optimiser steps, as many passes as that takes (replaces
+            ``num_epochs`` and ``max_steps``): the fixed budget of a comparison.
+        betas: AdamW's betas (the Transformer paper, section 5.3, uses (0.9, 0.98)).
+        label_smoothing: ε in [0, 1).
+        device: where to train (None: :func:`qkvcourse.get_device`).
     """
     from .encoder_decoder import sequence_loss  # the trainer module imports nothing of ours
     from .trainer import Trainer, TrainerConfig, warmup_cosine_schedule
 
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
     pad_id = data.tgt_vocab.pad_id
 
     def loss_fn(model, batch):
         logits = model(batch.src, batch.tgt_in, batch.src_valid_lens)  # (B, T, V)
-        return sequence_loss(logits, batch.tgt_out, pad_id)
+        return sequence_loss(logits, batch.tgt_out, pad_id, label_smoothing=label_smoothing)
 
     data.generator.manual_seed(data.seed)
     loader = data.train_dataloader()
-    total_steps = num_epochs * len(loader) if max_steps is None \
-        else min(max_steps, num_epochs * len(loader))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    if steps is not None:
+        num_epochs, total_steps = -(-steps // len(loader)), steps
+    else:
+        total_steps = num_epochs * len(loader) if max_steps is None \
+            else min(max_steps, num_epochs * len(loader))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas)
     scheduler = warmup_cosine_schedule(optimizer, warmup_steps=max(1, int(warmup_fraction * total_steps)),
                                        total_steps=total_steps)
     trainer = Trainer(model, loss_fn, loader, data.val_dataloader() if validate else None,
                       optimizer=optimizer, scheduler=scheduler, callbacks=list(callbacks),
                       config=TrainerConfig(max_epochs=num_epochs, max_steps=total_steps,
                                            grad_clip_norm=grad_clip_norm, seed=seed,
-                                           eval_every_epoch=validate))
+                                           eval_every_epoch=validate, device=device))
+    start = time.process_time()
     trainer.fit()
+    trainer.settings["cpu_seconds"] = time.process_time() - start
     return trainer
 
 

@@ -47,3 +47,11 @@ __all__ += [
     "FINETUNE_RESERVED_TOKENS", "SpanExample", "SpanTask", "make_classification_task",
     "make_span_task", "task_vocab",
 ]
+
+# Generated string and image tasks (chapters 4 and 7): ``sequences`` (copying or reversing
+# random strings, the same content at growing length) and ``images`` (shapes to caption).
+from .images import ShapeCaptionData, draw_shapes
+from .sequences import CopyTaskData, SequenceTaskData, random_string_pairs, token_accuracy
+
+__all__ += ["CopyTaskData", "SequenceTaskData", "ShapeCaptionData", "draw_shapes",
+            "random_string_pairs", "token_accuracy"]

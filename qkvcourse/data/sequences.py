@@ -26,7 +26,7 @@ from typing import Sequence
 from .translation import TranslationData
 from .vocab import Vocab
 
-__all__ = ["CopyTaskData", "random_string_pairs", "token_accuracy"]
+__all__ = ["CopyTaskData", "SequenceTaskData", "random_string_pairs", "token_accuracy"]
 
 
 def random_string_pairs(num_examples: int, length: int, seed: int = 0, alphabet_size: int = 10,
@@ -77,7 +77,20 @@ def token_accuracy(predictions: Sequence[str], references: Sequence[str]) -> flo
     return right / total
 
 
-class CopyTaskData(TranslationData):
+class _CharacterTaskData(TranslationData):
+    """Pairs of strings whose tokens are their characters, in the translation batch format."""
+
+    def tokenize_source(self, text: str) -> list[str]:
+        return list(text)
+
+    def tokenize_target(self, text: str) -> list[str]:
+        return list(text)
+
+    def detokenize_target(self, tokens: Sequence[str]) -> str:
+        return "".join(tokens)
+
+
+class CopyTaskData(_CharacterTaskData):
     """Copy (or reverse) random strings of one fixed ``length``; character tokens.
 
     The three splits hold distinct strings (no test string was seen in training). Both
@@ -110,17 +123,58 @@ class CopyTaskData(TranslationData):
         super().__init__(pairs[:num_train], pairs[num_train:num_train + num_val],
                          pairs[num_train + num_val:], vocab, vocab, batch_size, seed)
 
-    def tokenize_source(self, text: str) -> list[str]:
-        return list(text)
-
-    def tokenize_target(self, text: str) -> list[str]:
-        return list(text)
-
-    def detokenize_target(self, tokens: Sequence[str]) -> str:
-        return "".join(tokens)
-
     def __repr__(self) -> str:
         task = "reverse" if self.reverse else "copy"
         return (f"CopyTaskData({task}, length={self.length}, alphabet={self.alphabet_size}, "
                 f"train={len(self.train_pairs)}, val={len(self.val_pairs)}, "
                 f"test={len(self.test_pairs)}, batch_size={self.batch_size})")
+
+
+SEQUENCE_TASKS = ("copy", "reverse")
+
+
+class SequenceTaskData(_CharacterTaskData):
+    """Copy or reverse random strings: ``"cabjd" -> "cabjd"`` or ``"cabjd" -> "djbac"``.
+
+    Every symbol is drawn uniformly from ``symbols`` and every length uniformly from
+    ``[min_len, max_len]``, with ``random.Random(seed)`` only, so the splits depend on the
+    arguments alone. No structure helps: the model must carry each symbol to its place.
+    Source and target share one character vocabulary (the symbols after the four special
+    tokens), the same for every seed.
+
+    Args:
+        task: ``"copy"`` or ``"reverse"``.
+        min_len, max_len: shortest and longest string (characters, ``<eos>`` not counted).
+        num_train, num_val, num_test: number of pairs in each split.
+        seed: draws the strings and seeds the order of the training batches.
+        batch_size: rows per batch.
+        symbols: the alphabet (distinct characters).
+    """
+
+    def __init__(self, task: str = "reverse", min_len: int = 12, max_len: int = 28,
+                 num_train: int = 4000, num_val: int = 200, num_test: int = 500, seed: int = 0,
+                 batch_size: int = 64, symbols: str = "abcdefghij"):
+        if task not in SEQUENCE_TASKS:
+            raise ValueError(f"task must be one of {SEQUENCE_TASKS}, got {task!r}")
+        if not 1 <= min_len <= max_len:
+            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, "
+                             f"max_len={max_len}")
+        if len(symbols) < 2 or len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols must hold at least two distinct characters, got {symbols!r}")
+        for name, n in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            if n < 0:
+                raise ValueError(f"{name} must be >= 0, got {n}")
+        self.task, self.min_len, self.max_len, self.symbols = task, min_len, max_len, symbols
+        rng = random.Random(seed)
+        pairs = []
+        for _ in range(num_train + num_val + num_test):
+            s = "".join(rng.choice(symbols) for _ in range(rng.randint(min_len, max_len)))
+            pairs.append((s, s if task == "copy" else s[::-1]))
+        vocab = Vocab(list(symbols))
+        a, b = num_train, num_train + num_val
+        super().__init__(pairs[:a], pairs[a:b], pairs[b:], vocab, vocab, batch_size, seed)
+
+    def __repr__(self) -> str:
+        return (f"SequenceTaskData(task={self.task!r}, lengths {self.min_len}-{self.max_len}, "
+                f"train={len(self.train_pairs)}, test={len(self.test_pairs)}, "
+                f"symbols={len(self.symbols)}, batch_size={self.batch_size})")

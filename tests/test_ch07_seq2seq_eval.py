@@ -1,4 +1,5 @@
-"""qkvcourse.long_sequences: the copy/reversal data, the fixed-budget recipe, the scores."""
+"""Chapter 7: SequenceTaskData, train_seq2seq with a fixed step budget and label smoothing, and
+qkvcourse.seq2seq_eval's scores."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,10 @@ import torch
 from torch.nn import functional as F
 
 import qkvcourse as qc
-from qkvcourse.long_sequences import (Seq2SeqScores, SequenceTaskData, evaluate_seq2seq,
-                                      expected_calibration_error, scores_table, train_seq2seq)
+from qkvcourse.data.sequences import SequenceTaskData
+from qkvcourse.seq2seq import train_seq2seq
+from qkvcourse.seq2seq_eval import (Seq2SeqScores, evaluate_seq2seq, expected_calibration_error,
+                                    scores_table)
 
 
 def small_transformer(data):
@@ -90,7 +93,7 @@ def test_train_and_evaluate_learns_copying():
     qc.seed_everything(0)
     model = small_transformer(data)
     before = evaluate_seq2seq(model, data)
-    trainer = train_seq2seq(model, data, steps=150, lr=1e-2, seed=0, device="cpu")
+    trainer = train_seq2seq(model, data, steps=150, validate=False, lr=1e-2, seed=0, device="cpu")
     assert trainer.step == 150 and trainer.settings["cpu_seconds"] > 0
     after = evaluate_seq2seq(model, data)
     assert after.token_accuracy > 0.9 > before.token_accuracy
@@ -108,7 +111,7 @@ def test_label_smoothing_lowers_confidence_and_raises_nll():
     for eps in (0.0, 0.3):
         qc.seed_everything(0)
         model = small_transformer(data)
-        train_seq2seq(model, data, steps=150, lr=1e-2, label_smoothing=eps, seed=0, device="cpu")
+        train_seq2seq(model, data, steps=150, validate=False, lr=1e-2, label_smoothing=eps, seed=0, device="cpu")
         scores[eps] = evaluate_seq2seq(model, data)
     assert scores[0.3].confidence < scores[0.0].confidence
     assert scores[0.3].nll > scores[0.0].nll
@@ -121,12 +124,12 @@ def test_works_with_the_rnn_and_rejects_bad_arguments():
                             batch_size=16)
     V = len(data.tgt_vocab)
     model = qc.make_rnn_seq2seq(V, V, attention=True)
-    train_seq2seq(model, data, steps=3, lr=1e-3, device="cpu")
+    train_seq2seq(model, data, steps=3, validate=False, lr=1e-3, device="cpu")
     assert evaluate_seq2seq(model, data, split="val").exact_match >= 0.0
     with pytest.raises(ValueError, match="steps"):
-        train_seq2seq(model, data, steps=0, lr=1e-3)
+        train_seq2seq(model, data, steps=0, validate=False, lr=1e-3)
     with pytest.raises(ValueError, match="label_smoothing"):
-        train_seq2seq(model, data, steps=1, lr=1e-3, label_smoothing=1.0)
+        train_seq2seq(model, data, steps=1, validate=False, lr=1e-3, label_smoothing=1.0)
     with pytest.raises(ValueError, match="split"):
         evaluate_seq2seq(model, data, split="train")
 
