@@ -7,7 +7,7 @@
 - ``download``     :func:`download` (cached, checksummed, atomic) and :func:`extract`
 """
 from .download import ChecksumError, DownloadError, download, extract, get_cache_dir
-from .translation import (DATE_STYLES, TATOEBA_SHA1, TATOEBA_URL, DateStyle,
+from .translation import (DATE_STYLES, TATOEBA_SHA1, TATOEBA_URL, CharacterTranslationData, DateStyle,
                           DateTranslationData, TatoebaData, TranslationBatch, TranslationData,
                           exact_match, generate_date_pairs, preprocess_sentence,
                           translation_tensors)
@@ -17,7 +17,7 @@ __all__ = [
     "ChecksumError", "DATE_STYLES", "DateStyle", "DateTranslationData", "DownloadError",
     "SPECIAL_TOKENS", "TATOEBA_SHA1", "TATOEBA_URL", "TatoebaData", "TranslationBatch",
     "TranslationData", "Vocab", "download", "exact_match", "extract", "generate_date_pairs",
-    "get_cache_dir", "pad_batch", "preprocess_sentence", "translation_tensors",
+    "get_cache_dir", "pad_batch", "preprocess_sentence", "translation_tensors", "CharacterTranslationData",
 ]
 
 # Corpora and tokenisation (chapters 9, 10): ``text`` (CharTokenizer, byte-level BPE) and

@@ -23,7 +23,7 @@ import random
 import string
 from typing import Sequence
 
-from .translation import TranslationData
+from .translation import CharacterTranslationData
 from .vocab import Vocab
 
 __all__ = ["CopyTaskData", "SequenceTaskData", "random_string_pairs", "token_accuracy"]
@@ -77,20 +77,7 @@ def token_accuracy(predictions: Sequence[str], references: Sequence[str]) -> flo
     return right / total
 
 
-class _CharacterTaskData(TranslationData):
-    """Pairs of strings whose tokens are their characters, in the translation batch format."""
-
-    def tokenize_source(self, text: str) -> list[str]:
-        return list(text)
-
-    def tokenize_target(self, text: str) -> list[str]:
-        return list(text)
-
-    def detokenize_target(self, tokens: Sequence[str]) -> str:
-        return "".join(tokens)
-
-
-class CopyTaskData(_CharacterTaskData):
+class CopyTaskData(CharacterTranslationData):
     """Copy (or reverse) random strings of one fixed ``length``; character tokens.
 
     The three splits hold distinct strings (no test string was seen in training). Both
@@ -133,7 +120,7 @@ class CopyTaskData(_CharacterTaskData):
 SEQUENCE_TASKS = ("copy", "reverse")
 
 
-class SequenceTaskData(_CharacterTaskData):
+class SequenceTaskData(CharacterTranslationData):
     """Copy or reverse random strings: ``"cabjd" -> "cabjd"`` or ``"cabjd" -> "djbac"``.
 
     Every symbol is drawn uniformly from ``symbols`` and every length uniformly from

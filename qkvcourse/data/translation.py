@@ -344,7 +344,20 @@ def source_alphabet(styles: Sequence[DateStyle] = DATE_STYLES) -> list[str]:
     return sorted(chars | set("0123456789"))
 
 
-class DateTranslationData(TranslationData):
+class CharacterTranslationData(TranslationData):
+    """A :class:`TranslationData` whose tokens are the characters of its strings."""
+
+    def tokenize_source(self, text: str) -> list[str]:
+        return list(text)
+
+    def tokenize_target(self, text: str) -> list[str]:
+        return list(text)
+
+    def detokenize_target(self, tokens: Sequence[str]) -> str:
+        return "".join(tokens)
+
+
+class DateTranslationData(CharacterTranslationData):
     """Dates written by humans -> ISO 8601, character tokens; the course's default task.
 
     The splits never share a calendar date (so the test set measures generalisation to
@@ -382,15 +395,6 @@ class DateTranslationData(TranslationData):
         src_vocab = Vocab(source_alphabet(self.styles))
         tgt_vocab = Vocab(list("0123456789-"))
         super().__init__(train, val, test, src_vocab, tgt_vocab, batch_size, seed)
-
-    def tokenize_source(self, text: str) -> list[str]:
-        return list(text)
-
-    def tokenize_target(self, text: str) -> list[str]:
-        return list(text)
-
-    def detokenize_target(self, tokens: Sequence[str]) -> str:
-        return "".join(tokens)
 
 
 # --- Tatoeba English-French ---------------------------------------------------------------------
