@@ -27,7 +27,7 @@ __all__ = ["Seq2SeqScores", "expected_calibration_error", "evaluate_seq2seq", "s
 
 
 def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: int = 10) -> float:
-    """ECE: Σ_bins (n_bin / n) · |accuracy in the bin − mean confidence in the bin|.
+    """ECE: ``Σ_bins (n_bin / n) · |accuracy in the bin − mean confidence in the bin|``.
 
     ``confidence (n,)`` is the probability a model gives to its prediction, ``correct (n,)``
     whether the prediction was right; bins split [0, 1] into ``num_bins`` equal parts
