@@ -72,6 +72,8 @@ class SweepResult:
             ax.axhline(chance, color="grey", linestyle=":", label="chance")
         if logx:
             ax.set_xscale("log", base=2)
+            ax.set_xticks(self.budgets, [str(b) for b in self.budgets])  # 64, not 2^6
+            ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend()

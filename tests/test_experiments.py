@@ -39,6 +39,7 @@ def test_sweep_plot_draws_one_curve_per_arm():
     ax = result.plot(chance=0.5)
     assert [l.get_label() for l in ax.get_lines()] == ["x", "y", "chance"]
     assert list(ax.get_lines()[1].get_ydata()) == [2.5, 4.5, 8.5]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]  # the budgets, as numbers
 
 
 def test_evaluate_every_records_on_schedule_and_at_the_end():
