@@ -34,8 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from .bert import BERTConfig, BERTModel, bert_pretraining_loss, init_bert_weights, make_bert
-from .finetune import (BERTClassifier, BERTSpanExtractor, bert_classification_loss,
-                       bert_span_loss, evaluate_classifier, evaluate_spans, make_loader)
+from .finetune import (BERTClassifier, BERTSpanExtractor, _model_device,
+                       bert_classification_loss, bert_span_loss, evaluate_classifier,
+                       evaluate_spans, make_loader)
 from .trainer import EvaluateEvery, Trainer, TrainerConfig, warmup_cosine_schedule
 from .utils import seed_everything
 
@@ -46,15 +47,11 @@ ARMS = ("pretrained", "scratch", "frozen", "pretrained, BERT init", "scratch, BE
 PRETRAINING_METRICS = ("mlm_loss", "mlm_accuracy", "nsp_accuracy")
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def pretraining_metrics(bert: BERTModel, loader) -> dict[str, float]:
     """Mean masked-LM loss, masked-token accuracy and next-sentence accuracy over a loader
     of :class:`~qkvcourse.bert.BERTBatch`, in eval mode (the mode is restored)."""
-    was_training, device = bert.training, _device(bert)
+    was_training, device = bert.training, _model_device(bert)
     bert.eval()
     mlm_sum = mlm_correct = num_preds = nsp_correct = num_pairs = 0.0
     for batch in loader:

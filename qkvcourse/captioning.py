@@ -94,10 +94,12 @@ def train_captioner(model: EncoderDecoder, data, max_steps: int, lr: float = 5e-
                     seed: int = 0, grad_clip_norm: float = 1.0):
     """Teacher-forced training on ``data`` (a ShapeCaptionData) for ``max_steps`` steps.
 
-    AdamW with a short warm-up and a cosine decay, as for the translation models; the
-    training order is reseeded from ``data.seed``. Returns the finished ``Trainer``.
+    The recipe of the translation models, :func:`~qkvcourse.seq2seq.train_seq2seq` (AdamW, a
+    warm-up over 5% of the steps and a cosine decay, the training order reseeded from
+    ``data.seed``), with a loss that reads ``(images, tgt_in, tgt_out)`` batches. Returns the
+    finished ``Trainer``.
     """
-    from .trainer import Trainer, TrainerConfig, warmup_cosine_schedule
+    from .seq2seq import train_seq2seq
 
     pad_id = data.vocab.pad_id
 
@@ -105,17 +107,8 @@ def train_captioner(model: EncoderDecoder, data, max_steps: int, lr: float = 5e-
         images, tgt_in, tgt_out = batch
         return sequence_loss(model(images, tgt_in), tgt_out, pad_id)  # logits (B, T, V)
 
-    data.generator.manual_seed(data.seed)
-    loader = data.train_dataloader()
-    epochs = -(-max_steps // len(loader))  # enough passes to reach max_steps
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    scheduler = warmup_cosine_schedule(optimizer, warmup_steps=max(1, max_steps // 20),
-                                       total_steps=max_steps)
-    trainer = Trainer(model, loss_fn, loader, optimizer=optimizer, scheduler=scheduler,
-                      config=TrainerConfig(max_epochs=epochs, max_steps=max_steps, seed=seed,
-                                           grad_clip_norm=grad_clip_norm, eval_every_epoch=False))
-    trainer.fit()
-    return trainer
+    return train_seq2seq(model, data, steps=max_steps, lr=lr, seed=seed,
+                         grad_clip_norm=grad_clip_norm, validate=False, loss_fn=loss_fn)
 
 
 def weight_on_objects(weights: Tensor, cells: Tensor, words_per_object: int = 2) -> Tensor:

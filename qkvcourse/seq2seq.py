@@ -389,7 +389,7 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
                   grad_clip_norm: float | None = 1.0, seed: int = 0, callbacks=(),
                   validate: bool = True, steps: int | None = None,
                   betas: tuple[float, float] = (0.9, 0.999), label_smoothing: float = 0.0,
-                  device=None):
+                  device=None, loss_fn=None):
     """Train ``model`` on ``data`` with teacher forcing; return the finished ``Trainer``.
 
     The recipe of chapters 4 and 7: the masked cross-entropy :func:`qkvcourse.sequence_loss`
@@ -414,6 +414,8 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
         betas: AdamW's betas (the Transformer paper, section 5.3, uses (0.9, 0.98)).
         label_smoothing: ε in [0, 1).
         device: where to train (None: :func:`qkvcourse.get_device`).
+        loss_fn: ``loss_fn(model, batch)`` for batches of another format (the captioner of
+            chapter 4 reads images); None: the translation loss above.
     """
     from .encoder_decoder import sequence_loss  # the trainer module imports nothing of ours
     from .trainer import Trainer, TrainerConfig, warmup_cosine_schedule
@@ -422,11 +424,12 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
-    pad_id = data.tgt_vocab.pad_id
+    if loss_fn is None:
+        pad_id = data.tgt_vocab.pad_id
 
-    def loss_fn(model, batch):
-        logits = model(batch.src, batch.tgt_in, batch.src_valid_lens)  # (B, T, V)
-        return sequence_loss(logits, batch.tgt_out, pad_id, label_smoothing=label_smoothing)
+        def loss_fn(model, batch):
+            logits = model(batch.src, batch.tgt_in, batch.src_valid_lens)  # (B, T, V)
+            return sequence_loss(logits, batch.tgt_out, pad_id, label_smoothing=label_smoothing)
 
     data.generator.manual_seed(data.seed)
     loader = data.train_dataloader()
