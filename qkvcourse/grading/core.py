@@ -1,48 +1,34 @@
-"""Questions, cases and feedback: the part of grading that students see.
+"""Cases, comparison and feedback: the part of grading that ships with the student package.
 
-A graded question is a :class:`Question`: the name of the object the student defines (a
-function or an ``nn.Module`` class), a reference implementation, a list of deterministic
-:class:`Case` inputs, and a list of :class:`Mistake` implementations, each a plausible wrong
-answer (softmax over the wrong axis, missing 1/sqrt(d), ...). Checking a student's object runs
-every case, compares the result with the reference and, on the first failure, shows the small
-input, the expected and the received values, and names the mistake whose output the student's
-matches. The reference's code is never shown.
+A graded question asks the student to define a function or an ``nn.Module`` class. Checking
+it runs the question's cases, compares each output with the expected one and, on the first
+failure, explains what differs and names the known mistake (softmax over the wrong axis,
+missing 1/sqrt(d), ...) whose output the student's matches.
 
-The same questions are used in two ways:
-
-- ``check(qid, obj)`` runs in the student's notebook (``grader.check`` calls it) and raises
-  ``AssertionError`` with the feedback;
-- the autograder (:mod:`qkvcourse.grading.autograde`) runs the student's code in a separate,
-  limited process and asks it only for outputs; the comparison happens in the grader's own
-  process, so a submission that patches this module gains nothing.
-
-Every case is a plain description (tensors, numbers, strings, lists and dicts), so it can be
-sent to another process; :func:`call_object` is the one function that turns a case into a call.
+This module holds no reference solution, no case generator and no hidden case. The *public*
+cases that ``grader.check`` runs are stored, with their expected outputs and the outputs of
+the known mistakes, in ``public_cases.pt``, written by ``make student`` from the instructor's
+questions (``qkvcourse.grading.instructor``, which the student package does not contain).
+The autograder uses the same comparison and feedback, with outputs it computes itself and
+the hidden cases added.
 """
 from __future__ import annotations
 
+import functools
 import math
-import os
-import random
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["Case", "Mistake", "Question", "Outcome", "QuestionResult", "register", "get_question",
-           "questions", "check", "run_question", "call_object", "describe", "grading_seed"]
+__all__ = ["Case", "Outcome", "QuestionResult", "check", "call_object", "compare", "describe",
+           "judge_case", "public_questions", "PUBLIC_CASES"]
 
-_REGISTRY: dict[str, "Question"] = {}
-PUBLIC_SEED = 0
-DEFAULT_HIDDEN_SEED = 20261121
-
-
-def grading_seed() -> int:
-    """The seed of the hidden cases: ``QKVCOURSE_GRADING_SEED`` if set (keep it private)."""
-    value = os.environ.get("QKVCOURSE_GRADING_SEED")
-    return int(value) if value else DEFAULT_HIDDEN_SEED
+PUBLIC_CASES = Path(__file__).with_name("public_cases.pt")
+STUDENT_TEXT_LIMIT = 300  # characters of text that a submission controls, shown in feedback
 
 
 @dataclass
@@ -64,82 +50,6 @@ class Case:
     seed: int = 0
     arg_names: Sequence[str] = ()  # names shown in feedback, one per positional argument
     raises: str | None = None  # e.g. "ValueError": the call must raise this exception
-
-
-@dataclass
-class Mistake:
-    """A known wrong answer: same signature as the reference, and what it means."""
-
-    label: str
-    explanation: str
-    impl: Callable
-
-
-@dataclass
-class Question:
-    """A graded question. ``qid`` is ``"chNN.short_name"``; ``name`` is what students define.
-
-    ``cases(rng, hidden)`` returns the cases; ``rng`` is a seeded ``random.Random`` and torch is
-    seeded with the same seed before the call, so cases are deterministic. Public cases
-    (``hidden=False``) are what a student's ``grader.check`` runs; the autograder runs the
-    public cases and then ``hidden=True`` cases built from a private seed.
-
-    ``judge(case, received)`` may replace the comparison with the reference, for questions
-    whose answer is random: it returns None when the output is acceptable, a message, or
-    ``(message, (mistake label, explanation))`` when it recognises a known mistake.
-    """
-
-    qid: str
-    name: str
-    kind: str  # "function" or "module"
-    title: str
-    reference: Callable
-    cases: Callable[[random.Random, bool], list[Case]]
-    mistakes: list[Mistake] = field(default_factory=list)
-    judge: Callable[[Case, Any], str | None] | None = None
-    atol: float = 1e-5
-    rtol: float = 1e-4
-
-    def __post_init__(self):
-        if self.kind not in ("function", "module"):
-            raise ValueError(f"kind must be 'function' or 'module', got {self.kind!r}")
-
-
-def register(question: Question) -> Question:
-    if question.qid in _REGISTRY:
-        raise ValueError(f"question {question.qid!r} is registered twice")
-    _REGISTRY[question.qid] = question
-    return question
-
-
-def _load_all() -> None:
-    import importlib
-
-    importlib.import_module(f"{__package__}.questions")  # registers every chapter's questions
-
-
-def get_question(qid: str) -> Question:
-    _load_all()
-    try:
-        return _REGISTRY[qid]
-    except KeyError:
-        raise KeyError(f"no graded question {qid!r}; known: {sorted(_REGISTRY)}") from None
-
-
-def questions() -> dict[str, Question]:
-    _load_all()
-    return dict(_REGISTRY)
-
-
-def make_cases(question: Question, hidden: bool) -> list[Case]:
-    """Public cases, followed by the hidden ones when ``hidden``."""
-    cases = []
-    for is_hidden, seed in ((False, PUBLIC_SEED), (True, grading_seed())):
-        if is_hidden and not hidden:
-            break
-        torch.manual_seed(seed)
-        cases.extend(question.cases(random.Random(seed), is_hidden))
-    return cases
 
 
 # --- calling -----------------------------------------------------------------------------
@@ -277,7 +187,8 @@ def describe(value: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --- running a question ------------------------------------------------------------------
+
+# --- judging one case ----------------------------------------------------------------------
 
 @dataclass
 class Outcome:
@@ -292,6 +203,7 @@ class Outcome:
 @dataclass
 class QuestionResult:
     qid: str
+    title: str
     outcomes: list[Outcome]
 
     @property
@@ -311,11 +223,10 @@ class QuestionResult:
         return sorted({o.mistake for o in self.outcomes if o.mistake})
 
     def feedback(self) -> str:
-        question = get_question(self.qid)
         if self.passed == self.total:
-            return f"{question.title}: all {self.total} cases passed."
+            return f"{self.title}: all {self.total} cases passed."
         first = next(o for o in self.outcomes if not o.passed)
-        return (f"{question.title}: {self.passed} of {self.total} cases passed.\n"
+        return (f"{self.title}: {self.passed} of {self.total} cases passed.\n"
                 f"First failing case: {first.label}\n{first.message}")
 
 
@@ -327,6 +238,12 @@ class StudentError(Exception):
     """The student's code raised in another process; the message is its description."""
 
 
+def trim_student_text(text: str, limit: int = STUDENT_TEXT_LIMIT) -> str:
+    """Text that a submission controls (its error messages), cut to ``limit`` characters."""
+    text = str(text).replace("\x00", "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, StudentError):
         return str(exc)
@@ -336,89 +253,123 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _diagnose(question: Question, case: Case, received: Any) -> Mistake | None:
-    for mistake in question.mistakes:
-        try:
-            wrong = call_object(mistake.impl, question.kind, case)
-        except Exception:
-            continue
-        if compare(wrong, received, question.atol, question.rtol) is None:
-            return mistake
-    return None
+def _category(problem: str) -> str:
+    """What kind of difference ``compare`` found, without any value."""
+    for words, category in (("contains NaN", "NaN in the output"), ("has shape", "wrong shape"),
+                            ("should be a", "wrong type of output"), ("has dtype", "wrong dtype"),
+                            ("differs", "wrong values"), (" is ", "wrong value")):
+        if words in problem:
+            return category
+    return "wrong output"
 
 
-def judge_case(question: Question, case: Case, received: Any, error: str | None) -> Outcome:
-    """Compare one received output (or error) with the reference, in the grader's process."""
-    names = list(case.arg_names) or [f"arg{i}" for i in range(len(case.args))]
-    inputs = "\n".join(f"  {n} = {describe(v)}" for n, v in zip(names, case.args))
-    inputs += "".join(f"\n  {k} = {describe(v)}" for k, v in case.kwargs.items())
-    if case.init:
-        inputs = f"  built with {case.init}\n" + inputs
-    if case.raises is not None:
-        if error is not None and error.split(":")[0] == case.raises:
-            return Outcome(case.label, True)
-        got = f"it raised {error}" if error is not None else f"it returned {describe(received)}"
-        return Outcome(case.label, False, f"Input:\n{inputs}\nProblem: this input must raise "
-                                          f"{case.raises}, but {got}")
-    if error is not None:
-        return Outcome(case.label, False, f"Input:\n{inputs}\nYour code raised {error}")
-    if question.judge is not None:
-        problem = question.judge(case, received)
-        if problem is None:
-            return Outcome(case.label, True)
-        label = None
-        if isinstance(problem, tuple):  # (message, (mistake label, explanation))
-            problem, (label, explanation) = problem
-            problem = f"{problem}\nLikely mistake: {label}. {explanation}"
-        return Outcome(case.label, False, f"Input:\n{inputs}\nProblem: {problem}", label)
-    expected = call_object(question.reference, question.kind, case)
-    problem = compare(expected, received, question.atol, question.rtol)
-    if problem is None:
-        return Outcome(case.label, True)
-    message = (f"Input:\n{inputs}\nProblem: {problem}\n"
-               f"  expected: {describe(expected)}\n  received: {describe(received)}")
-    mistake = _diagnose(question, case, received)
-    if mistake is not None:
-        message += f"\nLikely mistake: {mistake.label}. {mistake.explanation}"
-    return Outcome(case.label, False, message, mistake.label if mistake else None)
+MistakeOutputs = Callable[[], "list[tuple[str, str, Any]]"]
 
 
-def run_question(qid: str, call: Callable[[Case], Any], hidden: bool = False) -> QuestionResult:
-    """Run every case of a question; ``call(case)`` returns the student's output.
+def judge_case(case: Case, index: int, hidden: bool, received: Any, error: str | None,
+               expected: Any = None, mistakes: MistakeOutputs = lambda: [],
+               judge: Callable | None = None, atol: float = 1e-5, rtol: float = 1e-4) -> Outcome:
+    """Compare one received output (or error) with the expected one.
 
-    ``call`` may raise :class:`Remote` when the student's process is gone, which fails the
-    remaining cases with that message.
+    ``mistakes()`` gives ``(label, explanation, output)`` of the known wrong answers on this
+    case (computed only when the case fails). A *hidden* case's feedback names the case by
+    its number and the kind of problem only: never its input, the expected values or the
+    text of an error, so that feedback cannot carry hidden inputs back to a student.
     """
-    question = get_question(qid)
-    outcomes = []
-    gone: str | None = None
-    for case in make_cases(question, hidden):
-        if gone is not None:
-            outcomes.append(Outcome(case.label, False, gone))
-            continue
+    label = f"hidden case {index}" if hidden else case.label
+    if hidden:
+        inputs = ""
+    else:
+        names = list(case.arg_names) or [f"arg{i}" for i in range(len(case.args))]
+        inputs = "\n".join(f"  {n} = {describe(v)}" for n, v in zip(names, case.args))
+        inputs += "".join(f"\n  {k} = {describe(v)}" for k, v in case.kwargs.items())
+        if case.init:
+            inputs = f"  built with {case.init}\n" + inputs
+        inputs = f"Input:\n{inputs}\n"
+    if error is not None:
+        kind = error.split(":")[0].strip()
+        shown = kind if hidden else trim_student_text(error)
+    if case.raises is not None:
+        if error is not None and kind == case.raises:
+            return Outcome(label, True)
+        got = f"it raised {shown}" if error is not None else "it returned a value"
+        if not hidden and error is None:
+            got = f"it returned {describe(received)}"
+        return Outcome(label, False, f"{inputs}Problem: this input must raise {case.raises}, but {got}")
+    if error is not None:
+        where = "" if hidden else " (your code's own message, trimmed)"
+        return Outcome(label, False, f"{inputs}Your code raised{where}: {shown}")
+    if judge is not None:
         try:
-            received, error = call(case), None
-        except Remote as exc:
-            gone = str(exc)
-            outcomes.append(Outcome(case.label, False, gone))
-            continue
-        except Exception as exc:  # the student's code raised
-            received, error = None, _error_text(exc)
-        outcomes.append(judge_case(question, case, received, error))
-    return QuestionResult(qid, outcomes)
+            problem = judge(case, received)
+        except Exception as exc:  # noqa: BLE001  (an output so odd that the checks fail)
+            problem = f"the output could not be checked ({type(exc).__name__})"
+        if problem is None:
+            return Outcome(label, True)
+        mistake = None
+        if isinstance(problem, tuple):  # (message, (mistake label, explanation))
+            problem, (mistake, explanation) = problem
+        text = "the output does not have the properties asked for" if hidden else problem
+        message = f"{inputs}Problem: {text}"
+        if mistake is not None:
+            message += f"\nLikely mistake: {mistake}. {explanation}"
+        return Outcome(label, False, message, mistake)
+    problem = compare(expected, received, atol, rtol)
+    if problem is None:
+        return Outcome(label, True)
+    if hidden:
+        message = f"Problem: {_category(problem)}"
+    else:
+        message = (f"{inputs}Problem: {problem}\n"
+                   f"  expected: {describe(expected)}\n  received: {describe(received)}")
+    for mistake, explanation, wrong in mistakes():
+        if wrong is not None and compare(wrong, received, atol, rtol) is None:
+            return Outcome(label, False, message + f"\nLikely mistake: {mistake}. {explanation}",
+                           mistake)
+    return Outcome(label, False, message)
 
 
-def check(qid: str, obj: Any, hidden: bool = False) -> QuestionResult:
-    """Check a student's function or class in this process (what ``grader.check`` runs).
+# --- the public cases, for grader.check ----------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def public_questions() -> dict:
+    """``{qid: {"title", "name", "kind", "atol", "rtol", "judge", "cases": [...]}}``.
+
+    Each case is ``{"case": Case fields, "expected": output, "mistakes": [(label,
+    explanation, output or None), ...]}``.
+    """
+    if not PUBLIC_CASES.exists():
+        raise FileNotFoundError(f"{PUBLIC_CASES} is missing: run `make student` in the course repository")
+    return torch.load(PUBLIC_CASES, weights_only=True)
+
+
+def check(qid: str, obj: Any) -> QuestionResult:
+    """Check a student's function or class on a question's public cases, in this process
+    (what ``grader.check`` runs).
 
     Raises ``AssertionError`` with feedback on the first failing case; prints a short
     confirmation otherwise.
     """
-    question = get_question(qid)
+    from .judges import JUDGES
+
+    info = public_questions().get(qid)
+    if info is None:
+        raise KeyError(f"no graded question {qid!r}; known: {sorted(public_questions())}")
     if obj is Ellipsis or obj is None:
-        raise AssertionError(f"{question.title}: `{question.name}` is not defined yet.")
+        raise AssertionError(f"{info['title']}: `{info['name']}` is not defined yet.")
+    judge = JUDGES[info["judge"]] if info["judge"] else None
+    outcomes = []
     with torch.random.fork_rng(devices=[]):  # the cases reseed torch; keep the student's stream
-        result = run_question(qid, lambda case: call_object(obj, question.kind, case), hidden)
+        for i, entry in enumerate(info["cases"], 1):
+            case = Case(**entry["case"])
+            try:
+                received, error = call_object(obj, info["kind"], case), None
+            except Exception as exc:  # the student's code raised
+                received, error = None, _error_text(exc)
+            outcomes.append(judge_case(case, i, False, received, error, entry["expected"],
+                                       lambda entry=entry: entry["mistakes"], judge,
+                                       info["atol"], info["rtol"]))
+    result = QuestionResult(qid, info["title"], outcomes)
     if result.passed < result.total:
         raise AssertionError(result.feedback())
     print("Passed. " + result.feedback())

@@ -7,7 +7,9 @@ confirmation or the first failing case with the likely mistake. Hidden cases are
 the autograder.
 
 (otter-grader's own ``otter.Notebook`` reads its tests from the notebook file on disk, which
-Colab does not provide; this class reads the question list from the installed package.)
+Colab does not provide; this class reads the question list and the public cases from the
+installed package. Each question's rule, what the answer may not call, is stated in the sheet
+and enforced by the autograder.)
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from .core import check, get_question
+from .core import check, public_questions
 
 __all__ = ["Notebook", "manifest"]
 
@@ -45,7 +47,7 @@ class Notebook:
         if global_env is None:
             global_env = inspect.currentframe().f_back.f_globals
         obj = global_env.get(info["name"])
-        title = get_question(info["qid"]).title
+        title = public_questions()[info["qid"]]["title"]
         if obj is None:
             print(f"{question} ({title}): `{info['name']}` is not defined yet; run its cell first.")
             return None

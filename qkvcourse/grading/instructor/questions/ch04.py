@@ -6,8 +6,9 @@ import math
 
 import torch
 
-from ...attention import AdditiveAttention, DotProductAttention
-from ..core import Case, Mistake, Question, register
+from ....attention import AdditiveAttention, DotProductAttention
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- bahdanau_step ----------------------------------------------------------------------------

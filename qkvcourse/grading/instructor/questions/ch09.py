@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ...finetune import gpt_lm_targets
-from ...gpt import lm_loss, top_k_filter, top_p_filter
-from ..core import Case, Mistake, Question, register
+from ....finetune import gpt_lm_targets
+from ....gpt import lm_loss, top_k_filter, top_p_filter
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- causal_lm_loss ------------------------------------------------------------------------

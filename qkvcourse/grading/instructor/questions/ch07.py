@@ -6,10 +6,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...masking import causal_mask
-from ...multihead import MultiHeadAttention
-from ...transformer import PositionWiseFFN, TransformerEncoderBlock
-from ..core import Case, Mistake, Question, register
+from ....masking import causal_mask
+from ....multihead import MultiHeadAttention
+from ....transformer import PositionWiseFFN, TransformerEncoderBlock
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- PreNormEncoderBlock -------------------------------------------------------------------

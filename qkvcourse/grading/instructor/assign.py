@@ -10,6 +10,7 @@ written to ``qkvcourse/grading/sheets.json``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,10 +18,13 @@ from pathlib import Path
 
 import nbformat
 
-from .notebook import MANIFEST
-from .sheets import default_sources, read_sheets
+from ..core import PUBLIC_CASES
+from ..notebook import MANIFEST
+from ..sheets import default_sources, read_sheets
+from .registry import display_name, get_question, make_cases, questions
 
-__all__ = ["student_edition", "write_student_editions", "manifest_for", "COLAB_PREFIX"]
+__all__ = ["student_edition", "write_student_editions", "manifest_for", "public_cases_for",
+           "rule_text", "COLAB_PREFIX"]
 
 COLAB_PREFIX = "https://colab.research.google.com/github/qkvcourse/qkvcourse/blob/main/notebooks/exercises/"
 INSTALL_CELL = '''# On Colab, install the course package (Colab's own torch is kept). Elsewhere this does nothing.
@@ -66,6 +70,10 @@ def student_edition(source: Path) -> nbformat.NotebookNode:
                    + _chapter_link(source))
     cells = [head, nbformat.v4.new_code_cell(INSTALL_CELL),
              nbformat.v4.new_code_cell(INIT_CELL.format(slug=slug))] + cells
+    for q in read_sheets(source.parent)[slug].questions:
+        at = next(i for i, c in enumerate(cells) if c.cell_type == "code"
+                  and re.search(rf"^(def|class) {q.name}\b", c.source, re.M))
+        cells.insert(at, nbformat.v4.new_markdown_cell(rule_text(get_question(q.qid))))
     for cell in cells:
         cell.pop("id", None)
         if cell.cell_type == "code":
@@ -82,6 +90,56 @@ def student_edition(source: Path) -> nbformat.NotebookNode:
 def _text(nb) -> str:
     text = nbformat.writes(nb)
     return text if text.endswith("\n") else text + "\n"
+
+
+def rule_text(question) -> str:
+    """The line a student edition shows before an answer cell."""
+    if not question.forbidden:
+        return (f"*Rule for `{question.name}`: any building block of PyTorch or of the course "
+                "package may be used.*")
+    names = ", ".join(display_name(n) for n in question.forbidden)
+    return (f"*Rule for `{question.name}`: write it yourself. The answer may not call {names}. "
+            "The autograder checks this while it runs your code, and an answer that calls one of "
+            "them scores 0 on this question.*")
+
+
+def public_cases_for(sources: Path) -> dict:
+    """What ``grader.check`` needs for every question of the sheets: see
+    :func:`qkvcourse.grading.core.public_questions`."""
+    import dataclasses
+
+    from ..core import call_object
+
+    used = {q.qid for sheet in read_sheets(sources).values() for q in sheet.questions}
+    out = {}
+    for qid, question in sorted(questions().items()):
+        if qid not in used:
+            continue
+        cases = []
+        for case, _ in make_cases(question):
+            expected = None
+            if question.judge is None and case.raises is None:
+                expected = call_object(question.reference, question.kind, case)
+            mistakes = [] if question.judge else [tuple(m) for m in question.mistake_outputs(case)]
+            cases.append({"case": dataclasses.asdict(case), "expected": expected, "mistakes": mistakes})
+        out[qid] = {"title": question.title, "name": question.name, "kind": question.kind,
+                    "atol": question.atol, "rtol": question.rtol, "judge": question.judge,
+                    "forbidden": list(question.forbidden), "cases": cases}
+    return out
+
+
+def same_values(a, b) -> bool:
+    """Structural equality with exact tensor comparison (for the up-to-date check)."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and bool(torch.equal(a, b)))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_values(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def manifest_for(sources: Path) -> dict:
@@ -106,10 +164,19 @@ def write_student_editions(sources: str | Path | None = None, out_dir: str | Pat
     expected[manifest] = json.dumps(manifest_for(sources), indent=1, sort_keys=True) + "\n"
     stale = [str(p) for p, text in expected.items()
              if not p.exists() or p.read_text(encoding="utf-8") != text]
+    public = PUBLIC_CASES if manifest == MANIFEST else out_dir / PUBLIC_CASES.name
+    import torch
+
+    cases = public_cases_for(sources)
+    if not public.exists() or not same_values(torch.load(public, weights_only=True), cases):
+        stale.append(str(public))
     orphans = sorted(str(p) for p in set(out_dir.glob("*.ipynb")) - set(expected))
     if check:
         return stale + [f"{p} (no source)" for p in orphans]
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in map(Path, stale):
-        path.write_text(expected[path], encoding="utf-8")
+        if path == public:
+            torch.save(cases, path)
+        else:
+            path.write_text(expected[path], encoding="utf-8")
     return stale

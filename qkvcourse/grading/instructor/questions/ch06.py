@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ...positional import sinusoidal_table
-from ..core import Case, Mistake, Question, register
+from ....positional import sinusoidal_table
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- sinusoidal_encoding -------------------------------------------------------------------

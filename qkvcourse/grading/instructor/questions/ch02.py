@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ...pooling import NadarayaWatson, leave_one_out_mask, make_regression_data, nadaraya_watson
-from ..core import Case, Mistake, Question, register
+from ....pooling import NadarayaWatson, leave_one_out_mask, make_regression_data, nadaraya_watson
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- nw_regression --------------------------------------------------------------------------

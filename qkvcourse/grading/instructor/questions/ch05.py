@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from ...masking import masked_softmax
-from ...multihead import merge_heads, split_heads
-from ..core import Case, Mistake, Question, register
+from ....masking import masked_softmax
+from ....multihead import merge_heads, split_heads
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- split_heads ---------------------------------------------------------------------------

@@ -6,8 +6,9 @@ import math
 import torch
 from torch import nn
 
-from ...attention import scaled_dot_product_attention
-from ..core import Case, Mistake, Question, register
+from ....attention import scaled_dot_product_attention
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- attention_by_hand ---------------------------------------------------------------------

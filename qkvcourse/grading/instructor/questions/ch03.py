@@ -5,8 +5,9 @@ import math
 
 import torch
 
-from ...masking import masked_softmax
-from ..core import Case, Mistake, Question, register
+from ....masking import masked_softmax
+from ...core import Case
+from ..registry import Mistake, Question, register
 
 
 # --- masked_softmax_lens -----------------------------------------------------------------
