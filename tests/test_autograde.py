@@ -1,8 +1,9 @@
-"""The isolated autograder: whole sheets, mutants and hostile submissions, graded in batch.
+"""The sandboxed autograder: whole sheets and mutants graded in batch.
 
-Each batch runs the real command line (``python -m qkvcourse.grading grade``) on a copy of
-the package and of the sheet sources in a temporary folder, so that a submission that edits
-the grader on disk edits the copy, and the test can check that the copy was restored.
+Each batch runs the real command line (``python -m qkvcourse.grading grade``) on a copy of the
+package and of the sheet sources in a temporary folder, so that a submission that manages to
+edit the grader edits the copy, and the test can check that the copy is unchanged.
+tests/test_grading_security.py tries the attacks of a hostile class.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 
 from grading_support import ROOT, edition, fill, read_sheets, solutions, solved, with_cell, write
 from mutants import all_mutants
-from qkvcourse.grading.autograde import code_digest
+from qkvcourse.grading.instructor.autograde import code_digest, results_folder
 
 SHEETS = read_sheets()
 LIMITS = ["--timeout", "60", "--startup-timeout", "20", "--call-timeout", "4", "--memory-mb", "2048"]
@@ -34,27 +35,54 @@ def copy_package(tmp: Path) -> tuple[Path, Path]:
     return tmp / "repo", sources
 
 
-def run_batch(root: Path, sources: Path, submissions: Path, out: Path, jobs: int = 2,
-              sheet: str | None = None) -> dict:
+def seed_file(tmp: Path, seed: int = 4242) -> Path:
+    path = tmp / "private" / "seed"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{seed}\n")
+    path.chmod(0o600)
+    path.parent.chmod(0o700)
+    return path
+
+
+def run_batch(root: Path, sources: Path, submissions: Path, out: Path, sheet: str, seed: Path,
+              jobs: int = 2, extra: list[str] = ()) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root))
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "qkvcourse.grading", "grade", str(submissions),
-                           "--out", str(out), "--sources", str(sources), "--jobs", str(jobs), *LIMITS,
-                           *(["--sheet", sheet] if sheet else [])],
+                           "--out", str(out), "--sources", str(sources), "--jobs", str(jobs),
+                           "--sheet", sheet, "--seed-file", str(seed), *LIMITS, *extra],
                           cwd=root, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     elapsed = time.monotonic() - start
     with open(out / "summary.csv") as f:
-        rows = {row["student"]: row for row in csv.DictReader(f)}
-    results = {s: json.loads((out / s / "results.json").read_text()) for s in rows}
-    print(f"graded {len(rows)} submissions in {elapsed:.1f} s "
-          f"({elapsed / max(1, len(rows)) * jobs:.2f} s per submission per job)")
-    return {"rows": rows, "results": results, "seconds": elapsed}
+        rows = {row["file"]: row for row in csv.DictReader(f)}
+    results = {}
+    for row in rows.values():
+        path = results_folder(out, row["student"]) / "results.json"
+        if path.exists():
+            results[row["student"]] = json.loads(path.read_text())
+    graded = [r for r in results.values() if r.get("tests")]
+    per = sum(r.get("execution_time", 0) for r in graded) / max(1, len(graded))
+    print(f"graded {len(rows)} files in {elapsed:.1f} s with {jobs} jobs; "
+          f"{per:.2f} s per submission (grader's own time)")
+    return {"rows": rows, "results": results, "seconds": elapsed, "per_submission": per}
+
+
+def by_question(results: dict) -> dict[str, dict]:
+    """{"q1": {"score", "max_score", "output"}} with the public and hidden parts added up."""
+    out: dict[str, dict] = {}
+    for t in results["tests"]:
+        q = t["name"].split(":")[0]
+        entry = out.setdefault(q, {"score": 0.0, "max_score": 0.0, "output": ""})
+        entry["score"] = round(entry["score"] + t["score"], 4)
+        entry["max_score"] = round(entry["max_score"] + t["max_score"], 4)
+        entry["output"] += t["output"] + "\n"
+    return out
 
 
 def batch_mutants():
     """The first mutant of every question: all of them are checked in process by
-    test_grading_sheets.py; these also go through the isolated grader."""
+    test_grading_sheets.py; these also go through the sandboxed grader."""
     chosen = {}
     for m in all_mutants():
         chosen.setdefault((m.sheet, m.question), m)
@@ -63,20 +91,31 @@ def batch_mutants():
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """Every sheet solved and unmodified, plus every mutant, graded in one batch."""
+    """Every sheet solved and unmodified, plus every mutant: one batch per sheet."""
     tmp = tmp_path_factory.mktemp("batch")
     root, sources = copy_package(tmp)
-    subs = tmp / "submissions"
+    seed = seed_file(tmp)
+    before = code_digest(sources, root / "qkvcourse")
+    mutants = batch_mutants()
+    results, per = {}, []
     for slug, sheet in SHEETS.items():
-        write(solved(sheet), subs / f"solved-{slug}.ipynb")
-        write(edition(slug), subs / f"blank-{slug}.ipynb")
-    for i, m in enumerate(batch_mutants()):
-        sheet = SHEETS[m.sheet]
-        name = next(q.name for q in sheet.questions if q.otter_name == m.question)
-        answers = solutions(sheet)
-        answers[name] = m.code
-        write(fill(m.sheet, answers), subs / f"mutant{i:02d}-{m.sheet}.ipynb")
-    return run_batch(root, sources, subs, tmp / "out")
+        subs = tmp / "submissions" / slug
+        write(solved(sheet), subs / "solved.ipynb")
+        write(edition(slug), subs / "blank.ipynb")
+        for i, m in enumerate(mutants):
+            if m.sheet != slug:
+                continue
+            name = next(q.name for q in sheet.questions if q.otter_name == m.question)
+            answers = solutions(sheet)
+            answers[name] = m.code
+            write(fill(m.sheet, answers), subs / f"mutant{i:02d}.ipynb")
+        run = run_batch(root, sources, subs, tmp / "out" / slug, slug, seed)
+        per.append(run["per_submission"])
+        results.update({f"{s}-{slug}" if not s.startswith("mutant") else s: r
+                        for s, r in run["results"].items()})
+    assert code_digest(sources, root / "qkvcourse") == before
+    print(f"mean grading time per submission: {sum(per) / len(per):.2f} s")
+    return {"results": results}
 
 
 @pytest.mark.parametrize("slug", sorted(SHEETS))
@@ -89,167 +128,43 @@ def test_solution_sheet_scores_full_marks(batch, slug):
 def test_unmodified_student_sheet_scores_zero_with_feedback(batch, slug):
     r = batch["results"][f"blank-{slug}"]
     assert r["score"] == 0
-    assert len(r["tests"]) == len(SHEETS[slug].questions)
-    for t in r["tests"]:
-        assert t["score"] == 0 and "cases passed" in t["output"], t
+    questions = by_question(r)
+    assert sorted(questions) == sorted(q.otter_name for q in SHEETS[slug].questions)
+    for q in questions.values():
+        assert q["score"] == 0 and "cases passed" in q["output"], q
 
 
 def test_every_mutant_loses_points_and_gets_its_diagnosis(batch):
     for i, m in enumerate(batch_mutants()):
-        r = batch["results"][f"mutant{i:02d}-{m.sheet}"]
-        by_q = {t["name"].split(":")[0]: t for t in r["tests"]}
-        target = by_q[m.question]
+        r = batch["results"][f"mutant{i:02d}"]
+        questions = by_question(r)
+        target = questions[m.question]
         assert target["score"] < target["max_score"], f"{m.label}: {target}"
         assert m.diagnosis in target["output"], f"{m.label}: {target['output']}"
-        others = [t for q, t in by_q.items() if q != m.question]
+        others = [t for q, t in questions.items() if q != m.question]
         assert all(t["score"] == t["max_score"] for t in others), f"{m.label} changed other scores"
 
 
-def test_results_are_gradescope_compatible(batch):
+def test_hidden_case_feedback_shows_no_inputs_or_expected_values(batch):
+    seen = 0
+    for r in batch["results"].values():
+        for t in r["tests"]:
+            if t["visibility"] != "visible":
+                assert t["visibility"] in ("hidden", "after_published")
+                assert "Input:" not in t["output"] and "expected:" not in t["output"], t["output"]
+                assert "received:" not in t["output"], t["output"]
+                seen += t["score"] < t["max_score"]
+    assert seen >= 10, "too few failing hidden tests to check the feedback"
+
+
+def test_results_follow_gradescopes_schema(batch):
     for r in batch["results"].values():
         assert isinstance(r["score"], (int, float)) and isinstance(r["tests"], list)
+        assert "extra" not in r and isinstance(r.get("extra_data", {}), dict)
         for t in r["tests"]:
-            assert {"name", "score", "max_score", "output"} <= set(t)
+            assert {"name", "score", "max_score", "output", "visibility"} <= set(t)
             assert t["visibility"] in ("visible", "hidden", "after_due_date", "after_published")
+            assert "extra" not in t
+        assert abs(sum(t["max_score"] for t in r["tests"]) - r["extra_data"]["max_score"]) < 1e-3
 
 
-def test_summary_has_one_row_per_submission(batch):
-    rows = batch["rows"]
-    assert len(rows) == 2 * len(SHEETS) + len(batch_mutants())
-    assert all(row["score"] != "" and row["max_score"] != "" for row in rows.values())
-
-
-# --- hostile submissions -------------------------------------------------------------------
-
-SHEET = "ch03_scoring_functions"
-
-
-def hostile_submissions(out: Path) -> dict[str, dict]:
-    sheet = SHEETS[SHEET]
-    blank, good = edition(SHEET), solved(sheet)
-    answers = solutions(sheet)
-    wrong = {name: f"def {name}(*args, **kwargs):\n    return None" for name in answers}
-    subs = {
-        "solved": good,
-        "blank": blank,
-        "loop-at-top": with_cell(good, "while True:\n    pass", at=4),
-        "loop-in-call": fill(SHEET, {**answers, "masked_softmax_lens":
-                                     "def masked_softmax_lens(X, valid_lens):\n    while True:\n        pass"}),
-        "memory-at-top": with_cell(blank, "hog = []\nwhile True:\n    hog.append(bytearray(2**28))"),
-        "memory-in-call": fill(SHEET, {**answers, "sdpa": "import torch\ndef sdpa(*args, **kwargs):\n"
-                                                        "    return torch.ones(2**36)"}),
-        "sys-exit": with_cell(blank, "import sys\nsys.exit(0)", at=4),
-        "os-exit-at-top": with_cell(good, "import os\nos._exit(0)"),
-        "os-exit-in-call": fill(SHEET, {**answers, "additive_scores":
-                                        "def additive_scores(*args):\n    import os\n    os._exit(1)"}),
-        "exception-at-import": with_cell(blank, "import a_module_that_does_not_exist", at=3),
-        "kills-its-grader": with_cell(blank, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
-        # Tampering: patch the checks and the grader in its own process...
-        "patches-the-checks": with_cell(fill(SHEET, wrong),
-            "import qkvcourse.grading.core as core, qkvcourse.grading as g\n"
-            "core.compare = lambda *a, **k: None\n"
-            "core.judge_case = lambda question, case, received, error: core.Outcome(case.label, True)\n"
-            "core.run_question = lambda *a, **k: None\n"
-            "g.check = core.check = lambda *a, **k: None\n"
-            "import qkvcourse.grading.autograde as ag\n"
-            "ag.grade_submission = lambda *a, **k: {'score': 100.0, 'tests': []}\n"),
-        # ... write its own results file (it guessed where they go) ...
-        "writes-results": with_cell(blank,
-            "import json, pathlib\n"
-            f"out = pathlib.Path({str(out)!r})\n"
-            "for student in ['writes-results', 'blank', 'solved']:\n"
-            "    (out / student).mkdir(parents=True, exist_ok=True)\n"
-            "    (out / student / 'results.json').write_text(json.dumps({'score': 100.0, 'tests': []}))\n"
-            "pathlib.Path('results.json').write_text(json.dumps({'score': 100.0}))\n"
-            "(out / 'summary.csv').write_text('student,score\\nwrites-results,100\\n')"),
-        # ... and edit the grader and the sheet on disk.
-        "edits-the-grader": with_cell(fill(SHEET, wrong),
-            "import pathlib, qkvcourse.grading.core as core, qkvcourse.grading.sheets as sheets\n"
-            "path = pathlib.Path(core.__file__)\n"
-            "path.write_text(path.read_text() + '\\n\\ndef compare(*a, **k):\\n    return None\\n')\n"
-            f"src = pathlib.Path(sheets.default_sources()) / '{SHEET}.ipynb'\n"
-            "src.write_text(src.read_text().replace('points: 2', 'points: 200'))\n"
-            "for test in pathlib.Path(core.__file__).parent.glob('questions/ch03.py'):\n"
-            "    test.write_text(test.read_text().replace('atol=1e-6', 'atol=1e9'))"),
-    }
-    return subs
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hostile")
-    root, sources = copy_package(tmp)
-    package = root / "qkvcourse" / "grading"
-    before = code_digest(sources, package)
-    out, subs = tmp / "out", tmp / "submissions"
-    for name, nb in hostile_submissions(out).items():
-        write(nb, subs / f"{name}.ipynb")
-    (subs / "invalid-json.ipynb").write_text('{"cells": [ this is not json', encoding="utf-8")
-    result = run_batch(root, sources, subs, out, sheet=SHEET)
-    result["digest_before"], result["digest_after"] = before, code_digest(sources, package)
-    result["out"] = out
-    return result
-
-
-def scores(hostile, student):
-    r = hostile["results"][student]
-    return r["score"], {t["name"].split(":")[0]: t["score"] for t in r["tests"]}, r
-
-
-def test_every_hostile_submission_gets_a_results_file(hostile):
-    expected = set(hostile_submissions(Path("/nonexistent"))) | {"invalid-json"}
-    assert set(hostile["results"]) == expected
-
-
-def test_honest_submissions_graded_correctly_despite_the_others(hostile):
-    full = SHEETS[SHEET].max_score
-    assert scores(hostile, "solved")[0] == full
-    assert scores(hostile, "blank")[0] == 0
-
-
-@pytest.mark.parametrize("student", ["blank", "loop-at-top", "memory-at-top", "sys-exit",
-                                     "os-exit-at-top", "exception-at-import", "kills-its-grader",
-                                     "patches-the-checks", "writes-results", "edits-the-grader",
-                                     "invalid-json"])
-def test_hostile_submission_gains_nothing(hostile, student):
-    total, _, r = scores(hostile, student)
-    assert total == 0, json.dumps(r, indent=1)[:2000]
-    assert r["tests"], "a zero score must still list the questions"
-
-
-def test_a_crash_or_loop_in_one_answer_costs_only_that_answer(hostile):
-    for student, bad in [("loop-in-call", "q1"), ("os-exit-in-call", "q2"), ("memory-in-call", "q3")]:
-        total, by_q, r = scores(hostile, student)
-        assert by_q[bad] == 0, r
-        assert all(s > 0 for q, s in by_q.items() if q != bad), (student, by_q)
-
-
-def test_failure_reasons_are_explained(hostile):
-    def output(student):
-        return json.dumps(hostile["results"][student])
-    assert "time limit" in output("loop-at-top") and "infinite loop" in output("loop-at-top")
-    assert "time limit" in output("loop-in-call")
-    assert "exited with code 0" in output("os-exit-at-top")
-    assert "could not be read" in output("invalid-json")
-    assert "sys.exit" in output("sys-exit")
-    assert "ModuleNotFoundError" in output("exception-at-import")
-    assert "Not graded" in output("kills-its-grader")
-
-
-def test_grader_files_on_disk_are_restored(hostile):
-    assert hostile["digest_before"] == hostile["digest_after"]
-    log = hostile["out"] / "tampering.log"
-    assert log.exists(), "the edit by edits-the-grader was not noticed"
-    assert "core.py" in log.read_text()
-
-
-def test_student_edition_runs_and_checks_without_raising(capsys):
-    """The student edition's own cells, with the real grader.check, in this process."""
-    from qkvcourse.grading.sheets import code_cells
-    from qkvcourse.grading.worker import run_cells
-
-    for slug in SHEETS:
-        namespace, errors = run_cells(code_cells(edition(slug)))
-        assert not errors, (slug, errors)
-    text = capsys.readouterr().out
-    assert "not yet" in text or "not defined" in text

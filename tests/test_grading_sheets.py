@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 
 from mutants import all_mutants
-from qkvcourse.grading.core import call_object, get_question, questions, run_question
+from qkvcourse.grading.instructor.registry import check_in_process, questions
 from qkvcourse.grading.sheets import code_cells, read_sheets
 from qkvcourse.grading.worker import run_cells
+
+HIDDEN_SEED = 20261207  # any seed: the hidden cases must pass for the solutions whatever it is
 
 SHEETS = read_sheets()
 MUTANTS = all_mutants()
@@ -24,9 +26,7 @@ def solution_namespace(sheet):
 
 
 def grade_in_process(namespace, question):
-    q = get_question(question.qid)
-    return run_question(question.qid, lambda case: call_object(namespace[question.name], q.kind, case),
-                        hidden=True)
+    return check_in_process(question.qid, namespace[question.name], HIDDEN_SEED)
 
 
 def test_every_chapter_has_a_sheet_with_two_graded_questions():
@@ -72,7 +72,7 @@ def test_mutant_loses_points_with_the_right_diagnosis(mutant):
 
 def test_student_editions_are_in_sync_with_their_sources():
     """`make student` was run after the last change to a source sheet (uses otter assign)."""
-    from qkvcourse.grading.assign import write_student_editions
+    from qkvcourse.grading.instructor.assign import write_student_editions
 
     stale = write_student_editions(check=True)
     assert stale == [], "out of date (run `make student`): " + ", ".join(stale)
@@ -81,7 +81,7 @@ def test_student_editions_are_in_sync_with_their_sources():
 def test_manifest_matches_the_sources():
     import json
 
-    from qkvcourse.grading.assign import manifest_for
+    from qkvcourse.grading.instructor.assign import manifest_for
     from qkvcourse.grading.notebook import MANIFEST
     from qkvcourse.grading.sheets import default_sources
 
@@ -92,7 +92,7 @@ def test_check_leaves_the_students_random_stream_alone():
     import torch
 
     from qkvcourse.grading import check
-    from qkvcourse.grading.questions.ch03 import _sdpa
+    from qkvcourse.grading.instructor.questions.ch03 import _sdpa
 
     torch.manual_seed(123)
     expected = torch.rand(3)

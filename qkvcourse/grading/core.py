@@ -288,7 +288,9 @@ def judge_case(case: Case, index: int, hidden: bool, received: Any, error: str |
         inputs = f"Input:\n{inputs}\n"
     if error is not None:
         kind = error.split(":")[0].strip()
-        shown = kind if hidden else trim_student_text(error)
+        text = error[len(kind) + 1:].strip()
+        shown = kind if hidden or not text else \
+            f"{kind} (your code's own message, trimmed): {trim_student_text(text)}"
     if case.raises is not None:
         if error is not None and kind == case.raises:
             return Outcome(label, True)
@@ -297,8 +299,7 @@ def judge_case(case: Case, index: int, hidden: bool, received: Any, error: str |
             got = f"it returned {describe(received)}"
         return Outcome(label, False, f"{inputs}Problem: this input must raise {case.raises}, but {got}")
     if error is not None:
-        where = "" if hidden else " (your code's own message, trimmed)"
-        return Outcome(label, False, f"{inputs}Your code raised{where}: {shown}")
+        return Outcome(label, False, f"{inputs}Your code raised {shown}")
     if judge is not None:
         try:
             problem = judge(case, received)

@@ -71,8 +71,12 @@ class Shell:
             return
         config = Config()
         config.HistoryManager.enabled = False  # no sqlite file, no history thread
-        config.InteractiveShell.colors = "NoColor"
-        self.ip = InteractiveShell(config=config, user_ns=self.namespace)
+        config.InteractiveShell.colors = "nocolor"
+        class NotebookShell(InteractiveShell):
+            def enable_gui(self, gui=None):  # `%matplotlib inline`: figures are not shown here
+                pass
+
+        self.ip = NotebookShell(config=config, user_ns=self.namespace)
 
     def run(self, source: str, index: int) -> str | None:
         """Run one cell; return a message when it failed."""
@@ -506,6 +510,7 @@ def main(argv: list[str]) -> int:
         write_message(write_fd, {"ready": False, "error": f"the notebook could not be read: "
                                                           f"{type(exc).__name__}: {str(exc)[:200]}"})
         return 3
+    sys.path.insert(0, "")  # as in a Jupyter kernel: modules written next to the notebook import
     errors = [e for i, cell in enumerate(cells, 1) if (e := shell.run(cell, i)) is not None]
     if sys.getprofile() is not profile:
         _exit(TAMPER_EXIT)

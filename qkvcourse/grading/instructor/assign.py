@@ -134,7 +134,8 @@ def same_values(a, b) -> bool:
 
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
-                and a.shape == b.shape and bool(torch.equal(a, b)))
+                and a.shape == b.shape and bool(torch.equal(a.nan_to_num(), b.nan_to_num()))
+                and bool(torch.equal(a.isnan(), b.isnan())))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
