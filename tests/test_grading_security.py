@@ -395,3 +395,94 @@ def test_python_requirement_matches_the_sheets():
     uses_union = any(re.search(r"\w+ \| None", p.read_text())
                      for p in (ROOT / "notebooks" / "exercises").glob("*.ipynb"))
     assert uses_union and low >= (3, 10), (project["requires-python"], uses_union)
+
+
+# --- the Gradescope bundle -----------------------------------------------------------------------
+
+def _stand_in_autograder(tmp: Path, notebook: dict) -> Path:
+    """An /autograder tree as Gradescope lays it out, with the bundle unpacked in source/."""
+    from qkvcourse.grading.instructor.gradescope import extract, write_gradescope_bundle
+
+    root = tmp / "autograder"
+    bundle = write_gradescope_bundle(ROOT / "notebooks" / "exercises" / "sources" / f"{SHEET}.ipynb",
+                                     tmp / "autograder.zip")
+    extract(bundle, root / "source")
+    (root / "run_autograder").write_bytes((root / "source" / "run_autograder").read_bytes())
+    (root / "run_autograder").chmod(0o755)
+    (root / "source").chmod(0o700)
+    (root / "results").mkdir()
+    write(notebook, root / "submission" / "notebook.ipynb")
+    return root
+
+
+def _run_autograder(root: Path) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(root), "AUTOGRADER_ROOT": str(root),
+           "QKV_PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((root / "results" / "results.json").read_text())
+
+
+def test_gradescope_bundle_scripts_are_executable_and_pinned(tmp_path):
+    from qkvcourse.grading.instructor.gradescope import write_gradescope_bundle
+
+    source = ROOT / "notebooks" / "exercises" / "sources" / f"{SHEET}.ipynb"
+    a = write_gradescope_bundle(source, tmp_path / "a.zip")
+    b = write_gradescope_bundle(source, tmp_path / "b.zip")
+    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+        for name in ["setup.sh", "run_autograder"]:
+            assert (za.getinfo(name).external_attr >> 16) & 0o111 == 0o111, name
+            script = za.read(name).decode()
+            assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0, name
+        setup = za.read("setup.sh").decode()
+        import torch
+
+        assert f'"torch=={torch.__version__.split("+")[0]}"' in setup
+        assert "python3 -m venv" in setup and " git " in setup and "bubblewrap" in setup
+        assert all("==" in line for line in za.read("requirements.txt").decode().split())
+        assert za.read("seed") != zb.read("seed"), "each bundle draws its own private seed"
+        assert "qkvcourse/grading/instructor/registry.py" in za.namelist()
+        assert za.read("qkvcourse/grading/core.py") == (ROOT / "qkvcourse/grading/core.py").read_bytes()
+
+
+def test_gradescope_bundle_holds_against_a_hostile_submission(tmp_path):
+    hostile = with_cell(edition(SHEET), (
+        "import json, os, pathlib, subprocess, sys\n"
+        f"root = pathlib.Path({str(tmp_path / 'autograder')!r})\n"
+        "found = []\n"
+        "for attempt in [lambda: open(root / 'run_autograder', 'a').write('\\necho hacked\\n'),\n"
+        "                lambda: (root / 'results' / 'results.json').write_text(json.dumps({'score': 100})),\n"
+        "                lambda: found.append((root / 'source' / 'seed').read_text()),\n"
+        "                lambda: (root / 'source' / 'sheet.ipynb').write_text('{}')]:\n"
+        "    try:\n        attempt()\n    except OSError:\n        pass\n"
+        "code = ('import json, pathlib, time\\n'\n"
+        "        f'p = pathlib.Path({str(root / \"results\" / \"results.json\")!r})\\n'\n"
+        "        'for _ in range(200):\\n'\n"
+        "        '    try: p.write_text(json.dumps({\"score\": 100}))\\n'\n"
+        "        '    except OSError: pass\\n'\n"
+        "        '    time.sleep(0.05)\\n')\n"
+        "subprocess.Popen([sys.executable, '-c', code], start_new_session=True)\n"
+        "raise RuntimeError('seed: ' + ''.join(found))"))
+    root = _stand_in_autograder(tmp_path, hostile)
+    run_before = (root / "run_autograder").read_bytes()
+    source_before = code_digest(root / "source", root / "source" / "qkvcourse")
+    sheet_before = (root / "source" / "sheet.ipynb").read_bytes()
+    seed = (root / "source" / "seed").read_text().strip()
+    results = _run_autograder(root)
+    time.sleep(2)  # a surviving daemon would overwrite the results now
+    after = json.loads((root / "results" / "results.json").read_text())
+    assert results == after and results["score"] == 0, results
+    assert seed not in json.dumps(results)
+    assert (root / "run_autograder").read_bytes() == run_before
+    assert (root / "source" / "sheet.ipynb").read_bytes() == sheet_before
+    assert code_digest(root / "source", root / "source" / "qkvcourse") == source_before
+    assert all(t["visibility"] in ("visible", "after_published") for t in results["tests"])
+    assert any(t["visibility"] == "after_published" for t in results["tests"])
+    assert "extra_data" in results and "extra" not in results
+
+
+def test_gradescope_bundle_gives_full_marks_to_a_solution(tmp_path):
+    root = _stand_in_autograder(tmp_path, solved(SHEETS[SHEET]))
+    results = _run_autograder(root)
+    assert results["score"] == SHEETS[SHEET].max_score, json.dumps(results, indent=1)[:2000]
