@@ -58,9 +58,10 @@ notebooks: $(STAMP)
 diagrams: $(STAMP)
 	$(BIN)/python book/diagrams/build.py
 
-# Graded exercises: regenerate the student editions after editing a source sheet in
-# notebooks/exercises/sources, and grade a folder of submissions:
-#   make grade SUBMISSIONS=path/to/submissions OUT=grades [SHEET=ch03_scoring_functions] [JOBS=4]
+# Graded exercises: regenerate the student editions (and the public cases) after editing a
+# source sheet in notebooks/exercises/sources or a question in qkvcourse/grading/instructor, and
+# grade a folder of submissions against one sheet, each in a sandbox (book/grading.md):
+#   make grade SUBMISSIONS=path/to/submissions OUT=grades SHEET=ch03_scoring_functions [JOBS=4]
 student: $(STAMP)
 	$(BIN)/python -m qkvcourse.grading student
 
@@ -69,8 +70,8 @@ OUT ?= grades
 JOBS ?= 2
 SHEET ?=
 grade: $(STAMP)
-	$(BIN)/python -m qkvcourse.grading grade $(SUBMISSIONS) --out $(OUT) --jobs $(JOBS) \
-		$(if $(SHEET),--sheet $(SHEET))
+	@test -n "$(SHEET)" || { echo "name the sheet: make grade SHEET=ch03_scoring_functions ..."; exit 2; }
+	$(BIN)/python -m qkvcourse.grading grade $(SUBMISSIONS) --out $(OUT) --jobs $(JOBS) --sheet $(SHEET)
 
 bench: $(STAMP)
 	$(BIN)/python -m qkvcourse.benchmarks

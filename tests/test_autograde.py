@@ -44,8 +44,21 @@ def seed_file(tmp: Path, seed: int = 4242) -> Path:
     return path
 
 
+def require_sandbox():
+    """The batch tests run submissions in bubblewrap, which .ci/run installs (Debian's
+    `bubblewrap`); without it they are skipped, with this message."""
+    from qkvcourse.grading.instructor.sandbox import SandboxError, make_sandbox
+
+    try:
+        box = make_sandbox("bwrap")
+    except SandboxError as exc:
+        pytest.skip(f"no bubblewrap sandbox here ({exc}); `apt-get install bubblewrap`")
+    box.close()
+
+
 def run_batch(root: Path, sources: Path, submissions: Path, out: Path, sheet: str, seed: Path,
               jobs: int = 2, extra: list[str] = ()) -> dict:
+    require_sandbox()
     env = dict(os.environ, PYTHONPATH=str(root))
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "qkvcourse.grading", "grade", str(submissions),
@@ -168,3 +181,73 @@ def test_results_follow_gradescopes_schema(batch):
         assert abs(sum(t["max_score"] for t in r["tests"]) - r["extra_data"]["max_score"]) < 1e-3
 
 
+def test_student_edition_runs_and_checks_without_raising(capsys):
+    """The student edition's own cells, with the real grader.check, in this process."""
+    from qkvcourse.grading.sheets import code_cells
+    from qkvcourse.grading.worker import run_cells
+
+    for slug in SHEETS:
+        namespace, errors = run_cells(code_cells(edition(slug)))
+        assert not errors, (slug, errors)
+    text = capsys.readouterr().out
+    assert "not yet" in text or "not defined" in text
+
+
+def test_no_sandbox_is_refused_unless_the_instructor_accepts_it(tmp_path, monkeypatch):
+    from qkvcourse.grading.instructor import sandbox
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # no bwrap, setpriv, unshare
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)  # not root
+    with pytest.raises(sandbox.SandboxError, match="allow-same-user"):
+        sandbox.make_sandbox("auto")
+    box = sandbox.make_sandbox("auto", allow_same_user=True)
+    try:
+        assert box.mode == "none" and not box.own_processes and box.notes
+    finally:
+        box.close()
+    with pytest.raises(sandbox.SandboxError, match="bubblewrap"):
+        sandbox.make_sandbox("bwrap")
+    with pytest.raises(sandbox.SandboxError, match="root"):
+        sandbox.make_sandbox("uid")
+
+
+def test_uid_sandbox_drops_to_a_user_of_its_own_per_job(tmp_path, monkeypatch):
+    from qkvcourse.grading.instructor import sandbox
+
+    box = sandbox.Sandbox("uid", tmp_path / "code", ["/site"])
+    work = tmp_path / "work"
+    work.mkdir()
+    chowned = []
+    monkeypatch.setattr(sandbox.os, "chown", lambda path, uid, gid: chowned.append((uid, gid)))
+    argv, env, _ = box.command(work, ["a"], slot=3)
+    uid = sandbox.UID_BASE + 3
+    assert argv[:5] == ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    assert chowned and all(c == (uid, uid) for c in chowned)
+    assert "PYTHONPATH" not in env and env["HOME"] == str(work)
+    assert box.own_processes
+
+
+def test_bwrap_sandbox_sees_only_what_it_needs(tmp_path):
+    from qkvcourse.grading.instructor import sandbox
+
+    box = sandbox.Sandbox("bwrap", tmp_path / "code", [str(tmp_path / "code")])
+    argv, env, _ = box.command(tmp_path / "work", ["a"], slot=0)
+    joined = " ".join(argv)
+    for flag in ["--unshare-all", "--unshare-user", "--uid 65534", "--die-with-parent",
+                 "--new-session", "--clearenv"]:
+        assert flag in joined
+    binds = [argv[i + 1] for i, a in enumerate(argv) if a in ("--ro-bind", "--bind")]
+    assert str(ROOT) not in binds and str(ROOT / "qkvcourse") not in binds  # no instructor code
+    writable = [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"]
+    assert writable == [str(tmp_path / "work")]
+
+
+def test_seed_file_must_be_private(tmp_path):
+    from qkvcourse.grading.instructor.registry import new_seed_file, read_seed
+
+    path = tmp_path / "seed"
+    seed = new_seed_file(path)
+    assert read_seed(path) == seed and (path.stat().st_mode & 0o777) == 0o600
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        read_seed(path)

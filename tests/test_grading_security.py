@@ -8,6 +8,7 @@ differently (loops, float64 inside, IPython syntax) keep full marks.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from grading_support import ROOT, edition, fill, read_sheets, solutions, solved, with_cell, write
-from test_autograde import by_question, copy_package, run_batch, seed_file
+from test_autograde import by_question, copy_package, require_sandbox, run_batch, seed_file
 from qkvcourse.grading.instructor.autograde import code_digest
 
 SHEET = "ch03_scoring_functions"
@@ -351,8 +352,13 @@ def test_grading_time_per_submission_is_reported(hostile):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
+    project = out / "project"  # a copy: building in the repository would leave build/ there
+    project.mkdir()
+    for name in ["pyproject.toml", "README.md"]:
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(ROOT / "qkvcourse", project / "qkvcourse", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(out), str(ROOT)], check=True, capture_output=True, timeout=600)
+                    "-q", "-w", str(out), str(project)], check=True, capture_output=True, timeout=600)
     (path,) = out.glob("qkvcourse-*.whl")
     return path
 
@@ -416,6 +422,7 @@ def _stand_in_autograder(tmp: Path, notebook: dict) -> Path:
 
 
 def _run_autograder(root: Path) -> dict:
+    require_sandbox()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(root), "AUTOGRADER_ROOT": str(root),
            "QKV_PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True,
