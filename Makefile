@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qkvcourse-installed
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-unit test-notebooks notebooks diagrams student grade bench clean
+.PHONY: setup book serve links test test-unit test-notebooks notebooks diagrams student grade bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,24 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# --all: Sphinx skips copying static files (book/_static/*.css) when no page is out of date, so
+# an incremental build would keep a stale stylesheet; a full build takes about 20 s.
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
 	@echo "Book: _build/html/index.html"
+
+# Serve the built book (building it first if there is none) at http://127.0.0.1:$(PORT)/
+PORT ?= 8000
+HTML ?= _build/html
+serve:
+	@test -f $(HTML)/index.html || $(MAKE) book
+	@echo "Serving the book at http://127.0.0.1:$(PORT)/ (Ctrl-C stops)"
+	@$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory $(HTML)
+
+# Rewrite every Colab link, Colab install cell and install command from _config.yml's
+# repository.url (book/links.py): publishing under another name is one edit and `make links`.
+links: $(STAMP)
+	$(BIN)/python book/links.py
 
 # The graded sheets (notebooks/exercises) are tested by tests/test_grading_sheets.py and
 # tests/test_autograde.py, not by nbval.
@@ -62,7 +77,7 @@ diagrams: $(STAMP)
 # source sheet in notebooks/exercises/sources or a question in qkvcourse/grading/instructor, and
 # grade a folder of submissions against one sheet, each in a sandbox (book/grading.md):
 #   make grade SUBMISSIONS=path/to/submissions OUT=grades SHEET=ch03_scoring_functions [JOBS=4]
-student: $(STAMP)
+student: links
 	$(BIN)/python -m qkvcourse.grading student
 
 SUBMISSIONS ?= submissions

@@ -15,7 +15,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SHEETS = sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb"))  # student editions
-COLAB_PREFIX = "https://colab.research.google.com/github/qkvcourse/qkvcourse/blob/main/notebooks/"
+
+
+def _repository():
+    """The repository named in _config.yml (book/links.py reads it; tests/test_links.py checks it)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("qkvcourse_book_links", ROOT / "book" / "links.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.repository(ROOT)
+
+
+REPO = _repository()
+COLAB_PREFIX = REPO.colab_url("notebooks/")
 LOCAL_PATH = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\Users|site-packages)")
 
 
@@ -78,7 +93,7 @@ class TestNotebook:
         assert COLAB_PREFIX + path.name in first, "the Colab link must point at this notebook"
         install = "".join(cells[1]["source"])
         assert cells[1]["cell_type"] == "code" and '"google.colab" in sys.modules' in install
-        assert "git+https://github.com/qkvcourse/qkvcourse" in install
+        assert f'"{REPO.pip_requirement}"' in install
         assert "torch" not in install.split("qkvcourse @")[0].split("pip")[-1], \
             "the Colab cell must not install torch"
 

@@ -9,6 +9,8 @@ written to ``qkvcourse/grading/sheets.json``.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import re
 import subprocess
@@ -24,19 +26,30 @@ from ..sheets import default_sources, read_sheets
 from .registry import display_name, get_question, make_cases, questions
 
 __all__ = ["student_edition", "write_student_editions", "manifest_for", "public_cases_for",
-           "rule_text", "COLAB_PREFIX"]
+           "rule_text"]
 
-COLAB_PREFIX = "https://colab.research.google.com/github/qkvcourse/qkvcourse/blob/main/notebooks/exercises/"
 INSTALL_CELL = '''# On Colab, install the course package (Colab's own torch is kept). Elsewhere this does nothing.
 import sys
 if "google.colab" in sys.modules:
     import subprocess
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "qkvcourse @ git+https://github.com/qkvcourse/qkvcourse"], check=True)'''
+                    "{requirement}"], check=True)'''
 INIT_CELL = '''# The checker: after each answer, run its grader.check cell.
 import qkvcourse.grading
 
 grader = qkvcourse.grading.Notebook("{slug}")'''
+
+
+@functools.lru_cache(maxsize=None)
+def _repository():
+    """The course repository, from the clone's ``_config.yml`` (its one source: ``book/links.py``,
+    which also rewrites the chapters' links; the instructor tools only run from a clone)."""
+    path = Path(__file__).resolve().parents[3] / "book" / "links.py"
+    spec = importlib.util.spec_from_file_location("qkvcourse_book_links", path)
+    links = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = links  # its dataclass looks itself up there
+    spec.loader.exec_module(links)
+    return links.repository(path.parent.parent)
 
 
 def _otter_assign(source: Path, dist: Path) -> Path:
@@ -66,9 +79,10 @@ def student_edition(source: Path) -> nbformat.NotebookNode:
     cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.startswith("# Initialize Otter"))]
     title = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# "))
     head = cells.pop(title)
-    head.source = (head.source.rstrip() + f"\n\n[Open in Colab]({COLAB_PREFIX}{slug}.ipynb)"
-                   + _chapter_link(source))
-    cells = [head, nbformat.v4.new_code_cell(INSTALL_CELL),
+    repo = _repository()
+    colab = repo.colab_url(f"notebooks/exercises/{slug}.ipynb")
+    head.source = head.source.rstrip() + f"\n\n[Open in Colab]({colab})" + _chapter_link(source)
+    cells = [head, nbformat.v4.new_code_cell(INSTALL_CELL.format(requirement=repo.pip_requirement)),
              nbformat.v4.new_code_cell(INIT_CELL.format(slug=slug))] + cells
     for q in read_sheets(source.parent)[slug].questions:
         at = next(i for i, c in enumerate(cells) if c.cell_type == "code"
