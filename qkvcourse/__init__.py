@@ -41,6 +41,7 @@ from .positional import (LearnedPositionalEncoding, PositionalEncoding, RotaryEm
                          sinusoidal_table)
 from .utils import (available_devices, check_shape, get_device, num_parameters, seed_everything,
                     time_function)
+from ._validate import value_checks, value_checks_enabled
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder, map_state, sequence_loss
 from .seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqDecoder, Seq2SeqEncoder,
                       make_rnn_seq2seq, train_seq2seq, translate_sources)
@@ -73,6 +74,7 @@ from .data import (BPETokenizer, CharTokenizer, DateTranslationData, TatoebaData
 __version__ = "0.1.0"
 
 __all__ = [
+    "value_checks", "value_checks_enabled",
     "AdditiveAttention", "DotProductAttention", "KERNELS", "LearnedPositionalEncoding",
     "MultiHeadAttention", "NadarayaWatson", "PositionalEncoding", "RotaryEmbedding",
     "attention_backend", "attention_reference", "available_devices", "causal_mask",

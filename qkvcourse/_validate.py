@@ -7,10 +7,47 @@ broadcasting error from deep inside ``torch.bmm``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+# Checks that read a tensor's values (token-id and valid_lens ranges) run where reading is
+# free, on CPU tensors; on an accelerator they would copy to the host and wait for the device
+# at every layer, so there they run only inside value_checks() (or with
+# QKVCOURSE_VALUE_CHECKS=1), a debugging switch. Shape, rank, dtype and device checks always run.
+_value_checks = os.environ.get("QKVCOURSE_VALUE_CHECKS", "") == "1"
+
+
+@contextmanager
+def value_checks(enabled: bool = True) -> Iterator[None]:
+    """Run the checks that read values on every device inside a ``with`` block (debugging:
+    each one then waits for the accelerator)."""
+    global _value_checks
+    previous, _value_checks = _value_checks, enabled
+    try:
+        yield
+    finally:
+        _value_checks = previous
+
+
+def value_checks_enabled(t: Tensor) -> bool:
+    """Whether a check may read ``t``'s values: on the CPU, or anywhere but on the ``meta``
+    device inside :func:`value_checks`."""
+    if t.device.type == "cpu":
+        return True
+    return _value_checks and t.device.type != "meta"
+
+
+def value_range(t: Tensor) -> tuple[int, int] | None:
+    """``(min, max)`` of an integer tensor in one read, or None when it is empty or its
+    values must not be read here (see :func:`value_checks_enabled`)."""
+    if not t.numel() or not value_checks_enabled(t):
+        return None
+    lo, hi = torch.stack(torch.aminmax(t)).tolist()
+    return lo, hi
 
 
 def shape_str(x: Tensor) -> str:
@@ -80,8 +117,9 @@ def check_valid_lens(valid_lens, batch_size: int, num_queries: int, num_keys: in
             f"{batch_size} batch rows and {num_queries} queries, so valid_lens must have shape "
             f"({batch_size},) or ({batch_size}, {num_queries})"
         )
-    if valid_lens.numel():
-        lo, hi = int(valid_lens.min()), int(valid_lens.max())
+    bounds = value_range(valid_lens)
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi > num_keys:
             raise ValueError(
                 f"valid_lens must lie in [0, {num_keys}] (the number of keys), "
@@ -94,8 +132,9 @@ def check_index_range(name: str, index: Tensor, upper: int, what: str) -> None:
 
     ``what`` says where ``upper`` comes from, e.g. "the sequence length, shape (2, 7)".
     """
-    if index.numel():
-        lo, hi = torch.stack(torch.aminmax(index)).tolist()
+    bounds = value_range(index)
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi >= upper:
             raise ValueError(f"{name} must lie in [0, {upper}) ({what}), "
                              f"got values from {lo} to {hi}")

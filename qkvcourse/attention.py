@@ -118,6 +118,13 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, attn_mask: Te
         ``(output (..., L, Ev), weights (..., L, S))``; the weights are those before dropout.
     """
     scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
+    dtype = query.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        # Half precision overflows in Q Kᵀ (float16 stops at 65504): scores, softmax and the
+        # weighted sum in float32, as PyTorch's fused kernels do, then back to the input dtype.
+        query, key, value = query.float(), key.float(), value.float()
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.float()
     # Scaling the (L, E) queries rather than the (L, S) scores: the same numbers, a smaller pass
     scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
     keep = None
@@ -129,7 +136,7 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, attn_mask: Te
             keep = ~torch.isneginf(attn_mask)  # -inf in a float mask also means "masked"
     weights = masked_softmax(scores, mask=keep) if keep is not None else F.softmax(scores, -1)
     dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    return dropped @ value, weights  # (..., L, Ev), (..., L, S)
+    return (dropped @ value).to(dtype), weights.to(dtype)  # (..., L, Ev), (..., L, S)
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,

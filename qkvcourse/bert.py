@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ._validate import (check_dim_match, check_floating, check_index_range, check_tensor,
+from ._validate import (value_range, check_dim_match, check_floating, check_index_range, check_tensor,
                         shape_str)
 from .data.download import DownloadError
 from .data.vocab import BOS, EOS, PAD, UNK, Vocab
@@ -143,8 +143,9 @@ def _check_ids(name: str, ids: Tensor, like_name: str, like: Tensor, upper: int,
     if ids.shape != like.shape:
         raise ValueError(f"{name} must have the shape of {like_name} {shape_str(like)}, got "
                          f"shape {shape_str(ids)}")
-    if ids.numel():
-        lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+    bounds = value_range(ids)
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi >= upper:
             raise ValueError(f"{name} must lie in [0, {upper}) ({what}), got values from {lo} "
                              f"to {hi} in shape {shape_str(ids)}")

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import value_range, check_dim_match, check_floating, check_tensor, shape_str
 from .decoding import _EvalMode
 from .positional import LearnedPositionalEncoding
 from .transformer import (ACTIVATIONS, AddNorm, CausalSelfAttention, KVCache, PositionWiseFFN,
@@ -486,8 +486,9 @@ def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -
                          f"{shape_str(logits)}, targets has shape {shape_str(targets)}")
     V = logits.shape[-1]
     counted = targets != ignore_index  # (B, T)
-    if targets.numel():
-        lo, hi = torch.stack(torch.aminmax(targets.masked_fill(~counted, 0))).tolist()
+    bounds = value_range(targets.masked_fill(~counted, 0))
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi >= V:
             raise ValueError(f"targets must lie in [0, {V}) (the vocabulary of the logits, "
                              f"shape {shape_str(logits)}) or equal ignore_index="

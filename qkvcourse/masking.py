@@ -88,10 +88,13 @@ def masked_softmax(X: Tensor, valid_lens: Tensor | None = None, mask: Tensor | N
         check_mask("mask", mask, X.shape, allow_float=False)
         mask = mask.to(X.device)
         keep = mask if keep is None else keep & mask
+    # Half-precision scores are exponentiated and summed in float32 (as PyTorch's fused
+    # kernels do), then the weights return to X's dtype.
+    upcast = torch.float32 if X.dtype in (torch.float16, torch.bfloat16) else None
     if keep is None:
-        return F.softmax(X, dim=-1)
+        return F.softmax(X, dim=-1, dtype=upcast).to(X.dtype)
     # The smallest finite value, not -inf: a fully masked row then gives a finite
     # (uniform) softmax, which the second masked_fill turns into zeros. No NaN is
     # ever formed, so none can leak into the backward pass either.
     scores = X.masked_fill(~keep, torch.finfo(X.dtype).min)
-    return F.softmax(scores, dim=-1).masked_fill(~keep, 0.0)
+    return F.softmax(scores, dim=-1, dtype=upcast).to(X.dtype).masked_fill(~keep, 0.0)

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import value_range, check_dim_match, check_floating, check_tensor, shape_str
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
 from .masking import causal_mask
 from .multihead import MultiHeadAttention, merge_heads
@@ -86,8 +86,9 @@ def _check_tokens(name: str, tokens: Tensor, vocab_size: int) -> None:
     if tokens.shape[1] == 0:
         raise ValueError(f"{name} must hold at least one token per row, got shape "
                          f"{shape_str(tokens)}")
-    if tokens.numel():
-        lo, hi = torch.stack(torch.aminmax(tokens)).tolist()  # one device sync, not two
+    bounds = value_range(tokens)  # None on an accelerator: no host sync
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"{name} token ids must lie in [0, {vocab_size}) (vocab_size="
                              f"{vocab_size}), got values from {lo} to {hi} in shape "
@@ -104,8 +105,9 @@ def _check_lens(name: str, lens: Tensor, seq_name: str, seq: Tensor) -> None:
     if lens.shape[0] != B:
         raise ValueError(f"{name} has shape {shape_str(lens)} but {seq_name} has shape "
                          f"{shape_str(seq)}, so {name} must have shape ({B},)")
-    if lens.numel():
-        lo, hi = torch.stack(torch.aminmax(lens)).tolist()
+    bounds = value_range(lens)
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi > L:
             raise ValueError(f"{name} must lie in [0, {L}] (the length of {seq_name}, shape "
                              f"{shape_str(seq)}), got values from {lo} to {hi}")
@@ -619,8 +621,9 @@ class TransformerDecoder(Decoder):
             raise TypeError(f"index must have an integer dtype, got {index.dtype} with shape "
                             f"{shape_str(index)}")
         B = state["enc_outputs"].shape[0]
-        if index.numel():
-            lo, hi = torch.stack(torch.aminmax(index)).tolist()
+        bounds = value_range(index)
+        if bounds is not None:
+            lo, hi = bounds
             if lo < 0 or hi >= B:
                 raise ValueError(f"index must lie in [0, {B}) (the state's batch size), got "
                                  f"values from {lo} to {hi}")

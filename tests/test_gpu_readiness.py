@@ -1,0 +1,142 @@
+"""GPU readiness without a GPU: every model runs forward and backward on PyTorch's ``meta`` device.
+
+A meta tensor has a shape, a dtype and no data: any read of its values (``.item()``,
+``.tolist()``, ``bool(t)``, ``int(t)``) fails, as it would force a host-device copy (a
+synchronisation) on a GPU. Checks that read values (token-id and ``valid_lens`` ranges) run on
+CPU tensors, where they cost nothing, or everywhere inside ``qc.value_checks()``; on an
+accelerator the forward path never waits for the device.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import qkvcourse as qc
+
+META = torch.device("meta")
+
+
+def _backward(*outputs):
+    total = sum(o.float().sum() for o in outputs if o is not None)
+    total.backward()
+
+
+def test_masked_softmax_with_valid_lens_on_meta():
+    X = torch.empty(2, 3, 5, device=META, requires_grad=True)
+    lens = torch.empty(2, dtype=torch.long, device=META)
+    _backward(qc.masked_softmax(X, lens))
+    lens2 = torch.empty(2, 3, dtype=torch.long, device=META)
+    _backward(qc.masked_softmax(X, lens2))
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_multihead_attention_with_valid_lens_on_meta(need_weights):
+    with META:
+        mha = qc.MultiHeadAttention(16, 4, dropout=0.1)
+        X = torch.empty(2, 5, 16, requires_grad=True)
+        lens = torch.empty(2, dtype=torch.long)
+    _backward(mha(X, X, X, lens, need_weights=need_weights))
+
+
+def test_additive_attention_with_valid_lens_on_meta():
+    with META:
+        att = qc.AdditiveAttention(8, 0.1, query_size=6, key_size=4)
+        q, k, v = torch.empty(2, 3, 6), torch.empty(2, 5, 4), torch.empty(2, 5, 7, requires_grad=True)
+        lens = torch.empty(2, dtype=torch.long)
+    _backward(att(q, k, v, lens))
+
+
+def test_transformer_encoder_decoder_on_meta():
+    with META:
+        model = qc.make_transformer(qc.TransformerConfig(11, 13, num_hiddens=16, ffn_num_hiddens=32,
+                                                         num_heads=4))
+        src = torch.empty(2, 6, dtype=torch.long)
+        tgt = torch.empty(2, 5, dtype=torch.long)
+        lens = torch.empty(2, dtype=torch.long)
+    _backward(model(src, tgt, lens))
+
+
+def test_gpt_training_step_and_cached_generation_step_on_meta():
+    with META:
+        model = qc.GPT(qc.GPTConfig(vocab_size=20, max_len=16, num_layers=2, num_heads=2, d_model=16))
+        idx = torch.empty(3, 8, dtype=torch.long)
+        targets = torch.empty(3, 8, dtype=torch.long)
+    logits, loss = model(idx, targets)
+    _backward(loss)
+    with torch.no_grad():
+        _, past = model.forward_with_cache(idx)
+        step, past = model.forward_with_cache(idx[:, -1:], past)
+    assert step.shape == (3, 1, 20) and past[0][0].shape == (3, 2, 9, 8)
+
+
+def test_bert_with_valid_lens_on_meta():
+    with META:
+        model = qc.make_bert(qc.BERTConfig(vocab_size=30, num_hiddens=16, ffn_num_hiddens=32,
+                                           num_heads=2, num_blks=2, max_len=16))
+        tokens = torch.empty(2, 10, dtype=torch.long)
+        segments = torch.empty(2, 10, dtype=torch.long)
+        lens = torch.empty(2, dtype=torch.long)
+        pred_positions = torch.empty(2, 3, dtype=torch.long)
+    encoded, mlm, nsp = model(tokens, segments, lens, pred_positions)
+    _backward(encoded, mlm, nsp)
+
+
+def test_value_checks_still_run_on_cpu_and_in_debug_mode():
+    """The checks that read values are not gone: they run on CPU tensors, and on any device
+    inside ``qc.value_checks()`` (here simulated on the CPU)."""
+    model = qc.GPT(qc.GPTConfig(vocab_size=20, max_len=16, num_layers=1, num_heads=2, d_model=16))
+    with pytest.raises(ValueError, match=r"idx token ids must lie in \[0, 20\)"):
+        model(torch.tensor([[1, 25]]))
+    X = torch.randn(2, 3, 5)
+    with pytest.raises(ValueError, match=r"valid_lens must lie in \[0, 5\]"):
+        qc.masked_softmax(X, torch.tensor([2, 9]))
+    assert qc.value_checks_enabled(torch.empty(1, device=META)) is False
+    with qc.value_checks():
+        assert qc.value_checks_enabled(torch.empty(1)) is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_explicit_path_has_no_nan_where_the_kernel_is_finite(dtype):
+    """Scores of 200 x 200 x 16 overflow float16 (max 65504): the explicit path computes the
+    softmax in float32, like PyTorch's kernel, instead of returning NaN."""
+    q = torch.full((1, 2, 16), 200.0, dtype=dtype)
+    k = torch.full((1, 3, 16), 200.0, dtype=dtype)
+    v = torch.randn(1, 3, 4).to(dtype)
+    fused = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    with qc.attention_backend("explicit"):
+        out, weights = qc.scaled_dot_product_attention(q, k, v, need_weights=True)
+    assert out.dtype == dtype and weights.dtype == dtype
+    assert torch.isfinite(out).all() and torch.isfinite(weights).all()
+    torch.testing.assert_close(out.float(), fused, atol=1e-2, rtol=1e-2)
+    lens = torch.tensor([2])
+    w = qc.masked_softmax(torch.full((1, 2, 3), 6e4, dtype=dtype) * 1, lens)
+    assert torch.isfinite(w).all() and torch.allclose(w.float().sum(-1), torch.ones(1, 2), atol=1e-2)
+    mha = qc.MultiHeadAttention(16, 2).to(dtype)
+    x = torch.full((1, 4, 16), 30.0, dtype=dtype)
+    assert torch.isfinite(mha(x, x, x, need_weights=True)).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_models_never_synchronise_with_the_host_on_cuda():
+    """Every model's forward under torch.cuda.set_sync_debug_mode('error')."""
+    dev = torch.device("cuda")
+    gpt = qc.GPT(qc.GPTConfig(vocab_size=20, max_len=16, num_layers=2, num_heads=2, d_model=16)).to(dev)
+    bert = qc.make_bert(qc.BERTConfig(vocab_size=30, num_hiddens=16, ffn_num_hiddens=32,
+                                      num_heads=2, num_blks=2, max_len=16)).to(dev)
+    tr = qc.make_transformer(qc.TransformerConfig(11, 13, num_hiddens=16, ffn_num_hiddens=32,
+                                                  num_heads=4)).to(dev)
+    idx = torch.randint(0, 20, (3, 8), device=dev)
+    lens = torch.tensor([3, 5], device=dev)
+    tokens = torch.randint(0, 30, (2, 10), device=dev)
+    segments = torch.zeros(2, 10, dtype=torch.long, device=dev)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gpt(idx, idx)[1].backward()
+        _, past = gpt.forward_with_cache(idx)
+        gpt.forward_with_cache(idx[:, -1:], past)
+        bert(tokens, segments, lens, torch.zeros(2, 3, dtype=torch.long, device=dev))
+        tr(torch.randint(0, 11, (2, 6), device=dev), torch.randint(0, 13, (2, 5), device=dev), lens)
+        qc.masked_softmax(torch.randn(2, 3, 5, device=dev), lens)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
