@@ -16,7 +16,6 @@ import functools
 import http.server
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
