@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import re
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import pytest
+from helpers import book_links
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -36,7 +36,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 DESKTOP = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
 # What a page's build depends on: a change to any of them makes _build/html stale.
-SOURCES = ["_config.yml", "_toc.yml", "book/**/*.md", "book/**/*.bib", "book/_static/*",
+SOURCES = ["_config.yml", "_toc.yml", "book/**/*.md", "book/**/*.bib", "book/_static/*", "book/book_fixes.py",
            "notebooks/*.ipynb", "notebooks/exercises/*.ipynb", "notebooks/figures/*",
            "qkvcourse/**/*.py"]
 
@@ -46,15 +46,7 @@ pytestmark = pytest.mark.skipif(
            "(.ci/run installs both)")
 
 
-def _links_module():
-    spec = importlib.util.spec_from_file_location("qkvcourse_book_links", ROOT / "book" / "links.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-REPO = _links_module().repository(ROOT)
+REPO = book_links().repository(ROOT)
 
 
 def _newest(paths) -> float:

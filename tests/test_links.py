@@ -1,29 +1,18 @@
 """One repository URL: ``_config.yml``'s ``repository`` and what ``book/links.py`` makes of it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import book_links
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ["README.md", "book/setup.md", "pyproject.toml"]
-
-
-def _load_links():
-    spec = importlib.util.spec_from_file_location("qkvcourse_book_links", ROOT / "book" / "links.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-links = _load_links()
+links = book_links()
 
 
 def _notebooks(root: Path) -> list[Path]:

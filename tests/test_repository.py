@@ -11,25 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import book_links
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SHEETS = sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb"))  # student editions
-
-
-def _repository():
-    """The repository named in _config.yml (book/links.py reads it; tests/test_links.py checks it)."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("qkvcourse_book_links", ROOT / "book" / "links.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.repository(ROOT)
-
-
-REPO = _repository()
+REPO = book_links().repository(ROOT)  # the repository named in _config.yml
 COLAB_PREFIX = REPO.colab_url("notebooks/")
 LOCAL_PATH = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\Users|site-packages)")
 
