@@ -67,6 +67,21 @@ def check_tensor(name: str, x, *, ndim: int | Sequence[int] | None = None) -> No
         raise ValueError(f"{name} must be {want}, got shape {shape_str(x)} ({x.dim()}-D)")
 
 
+def check_size(name: str, value, *, minimum: int = 1) -> None:
+    """Require a Python int (not a bool) ``>= minimum``: sizes, counts, offsets."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_token_ids(name: str, ids: Tensor) -> None:
+    """Token ids index an embedding: int64 or int32, nothing narrower, no floats or bools."""
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must hold integer token ids of dtype torch.int64 (or torch.int32), "
+                        f"got {ids.dtype} with shape {shape_str(ids)}")
+
+
 def check_floating(name: str, x: Tensor) -> None:
     if not x.is_floating_point():
         raise TypeError(

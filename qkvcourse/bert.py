@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ._validate import (value_range, check_dim_match, check_floating, check_index_range, check_tensor,
+from ._validate import (value_range, value_checks_enabled, check_size, check_token_ids, check_dim_match, check_floating, check_index_range, check_tensor,
                         shape_str)
 from .data.download import DownloadError
 from .data.vocab import BOS, EOS, PAD, UNK, Vocab
@@ -185,6 +185,10 @@ class BERTEncoder(nn.Module):
                  activation: str = "gelu", layer_norm_eps: float = 1e-12,
                  embedding_norm: bool = True):
         super().__init__()
+        for name, size in dict(vocab_size=vocab_size, num_hiddens=num_hiddens,
+                               ffn_num_hiddens=ffn_num_hiddens, num_heads=num_heads,
+                               num_blks=num_blks, max_len=max_len, num_segments=num_segments).items():
+            check_size(name, size)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_segments = num_segments
         self.token_embedding = nn.Embedding(vocab_size, num_hiddens)
@@ -865,7 +869,19 @@ def bert_pretraining_loss(mlm_Y_hat: Tensor, nsp_Y_hat: Tensor, mlm_weights: Ten
     if nsp_Y_hat.shape[-1] != 2 or nsp_labels.shape[0] != nsp_Y_hat.shape[0]:
         raise ValueError(f"nsp_Y_hat must be (B, 2) and nsp_labels (B,), got shapes "
                          f"{shape_str(nsp_Y_hat)} and {shape_str(nsp_labels)}")
+    for name, t in (("mlm_Y_hat", mlm_Y_hat), ("nsp_Y_hat", nsp_Y_hat), ("mlm_weights", mlm_weights)):
+        check_floating(name, t)
+    check_token_ids("mlm_labels", mlm_labels)
+    check_token_ids("nsp_labels", nsp_labels)
     V = mlm_Y_hat.shape[-1]
+    for name, t, upper in (("mlm_labels", mlm_labels, V), ("nsp_labels", nsp_labels, 2)):
+        bounds = value_range(t)
+        if bounds is not None and (bounds[0] < 0 or bounds[1] >= upper):
+            raise ValueError(f"{name} must lie in [0, {upper}), got values from {bounds[0]} to "
+                             f"{bounds[1]}")
+    if value_checks_enabled(mlm_weights) and mlm_weights.numel() and bool((mlm_weights < 0).any()):
+        raise ValueError(f"mlm_weights must be >= 0 (1 for a prediction, 0 for padding), got a "
+                         f"minimum of {mlm_weights.min().item()} in shape {shape_str(mlm_weights)}")
     per_token = F.cross_entropy(mlm_Y_hat.reshape(-1, V).float(), mlm_labels.reshape(-1),
                                 reduction="none")  # (B*P,)
     weights = mlm_weights.reshape(-1).to(per_token.dtype)  # (B*P,)

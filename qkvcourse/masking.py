@@ -24,7 +24,20 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._validate import check_floating, check_mask, check_tensor, check_valid_lens, shape_str
+from ._validate import (check_floating, check_mask, check_size, check_tensor, check_valid_lens,
+                        shape_str, value_range)
+
+
+def _check_lens_for_mask(valid_lens, num_keys) -> None:
+    check_size("num_keys", num_keys, minimum=0)
+    check_tensor("valid_lens", valid_lens, ndim=(1, 2))
+    if valid_lens.dtype == torch.bool or valid_lens.is_floating_point() or valid_lens.is_complex():
+        raise TypeError(f"valid_lens must have an integer dtype, got {valid_lens.dtype} with shape "
+                        f"{shape_str(valid_lens)}")
+    bounds = value_range(valid_lens)
+    if bounds is not None and (bounds[0] < 0 or bounds[1] > num_keys):
+        raise ValueError(f"valid_lens must lie in [0, {num_keys}] (num_keys), got values from "
+                         f"{bounds[0]} to {bounds[1]}")
 
 
 def valid_lens_to_mask(valid_lens: Tensor, num_keys: int) -> Tensor:
@@ -38,6 +51,7 @@ def valid_lens_to_mask(valid_lens: Tensor, num_keys: int) -> Tensor:
         ``(B, 1, K)`` for 1-D ``valid_lens`` (broadcasts over queries) or
         ``(B, Q, K)`` for 2-D; entry ``[b, i, j]`` is ``j < valid_lens[b(, i)]``.
     """
+    _check_lens_for_mask(valid_lens, num_keys)
     positions = torch.arange(num_keys, device=valid_lens.device)  # (K,)
     if valid_lens.dim() == 1:
         return positions < valid_lens[:, None, None]  # (B, 1, K)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import check_dim_match, check_floating, check_size, check_tensor, shape_str
 from .attention import DotProductAttention
 
 
@@ -92,6 +92,11 @@ class MultiHeadAttention(nn.Module):
                  key_size: int | None = None, value_size: int | None = None,
                  need_weights: bool = False):
         super().__init__()
+        check_size("num_hiddens", num_hiddens)
+        for name, size in (("query_size", query_size), ("key_size", key_size),
+                           ("value_size", value_size)):
+            if size is not None:
+                check_size(name, size)
         if num_heads <= 0 or num_hiddens % num_heads != 0:
             raise ValueError(f"num_heads must be a positive divisor of num_hiddens, "
                              f"got num_hiddens={num_hiddens}, num_heads={num_heads}")

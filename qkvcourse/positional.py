@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_floating, check_tensor, shape_str
+from ._validate import check_floating, check_size, check_tensor, shape_str
 
 
 def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> Tensor:
@@ -98,6 +98,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
+        check_size("head_dim", head_dim)
         if head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
         self.head_dim = head_dim
@@ -105,6 +106,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
 
     def angles(self, length: int, offset: int = 0) -> Tensor:
+        """Rotation angles ``(length, D/2)`` of positions offset .. offset + length - 1."""
+        check_size("offset", offset, minimum=0)  # a position: a whole number, never negative
+        check_size("length", length, minimum=0)
         positions = torch.arange(offset, offset + length, device=self.inv_freq.device,
                                  dtype=torch.float32)
         return positions[:, None] * self.inv_freq  # (T, D/2)

@@ -98,7 +98,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from . import distributed as ddp_utils
-from ._validate import shape_str
+from ._validate import shape_str, value_checks_enabled
 from .utils import get_device, seed_everything
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -849,9 +849,21 @@ class Trainer:
             self.should_stop = bool(ddp_utils.all_reduce_sum(flag).item() > 0)
 
     def _optimiser_step(self, batch: Any) -> Tensor:
-        """Forward, backward, clip, step; returns the detached float32 loss."""
+        """Forward, backward, clip, step; returns the detached float32 loss.
+
+        A non-finite loss stops training at once, before it reaches the optimiser, where
+        reading it is free (a CPU loss, or inside ``qc.value_checks()``); on an accelerator
+        the logged window mean catches it without a synchronisation per step."""
+        if batch_size_of(batch) == 0:
+            raise ValueError(f"train_loader yielded an empty batch (no examples) at step "
+                             f"{self.step + 1}")
         with self._autocast():
             loss = self._loss(batch)
+        if value_checks_enabled(loss) and not math.isfinite(value := float(loss.detach())):
+            raise FloatingPointError(
+                f"the training loss is {value} at step {self.step + 1}, before its optimiser "
+                f"step (the weights are those of step {self.step}); try a lower learning rate, "
+                f"grad_clip_norm, or precision='fp32'")
         self.optimizer.zero_grad(set_to_none=True)
         scaler, clip = self.grad_scaler, self.config.grad_clip_norm
         if scaler is not None:
@@ -953,7 +965,11 @@ class Trainer:
             total, examples = ddp_utils.all_reduce_sum(totals).tolist()
         if examples == 0:
             raise ValueError("loader yielded no batches to evaluate")
-        return float(total) / examples
+        mean = float(total) / examples
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"evaluate: the mean over {examples} examples is {mean}; "
+                                     "a batch gave a non-finite loss or metric")
+        return mean
 
     # -- checkpoints ---------------------------------------------------------------------------
 

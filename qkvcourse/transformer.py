@@ -53,7 +53,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._validate import value_range, check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import (check_dim_match, check_floating, check_size, check_tensor, check_token_ids,
+                        shape_str, value_range)
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
 from .masking import causal_mask
 from .multihead import MultiHeadAttention, merge_heads
@@ -73,6 +74,12 @@ def _check_hidden(name: str, X: Tensor, num_hiddens: int) -> None:
                          f"got shape {shape_str(X)}")
 
 
+def _check_sizes(**sizes) -> None:
+    """Every size of a model (vocabulary, widths, heads, blocks, positions) is an int >= 1."""
+    for name, value in sizes.items():
+        check_size(name, value)
+
+
 def _is_integer(t: Tensor) -> bool:
     return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
@@ -80,9 +87,7 @@ def _is_integer(t: Tensor) -> bool:
 def _check_tokens(name: str, tokens: Tensor, vocab_size: int) -> None:
     """``tokens`` must be ``(B, T)`` integer ids in ``[0, vocab_size)``, with T >= 1."""
     check_tensor(name, tokens, ndim=2)
-    if not _is_integer(tokens):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype} "
-                        f"with shape {shape_str(tokens)}")
+    check_token_ids(name, tokens)
     if tokens.shape[1] == 0:
         raise ValueError(f"{name} must hold at least one token per row, got shape "
                          f"{shape_str(tokens)}")
@@ -447,6 +452,8 @@ class TransformerEncoder(Encoder):
                  num_blks: int, dropout: float, use_bias: bool = False, *, max_len: int = 1000,
                  norm_first: bool = False):
         super().__init__()
+        _check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
+                     num_heads=num_heads, num_blks=num_blks, max_len=max_len)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.embedding = _scaled_embedding(vocab_size, num_hiddens)
         self.pos_encoding = PositionalEncoding(num_hiddens, dropout, max_len)
@@ -540,6 +547,8 @@ class TransformerDecoder(Decoder):
                  num_blks: int, dropout: float, use_bias: bool = False, *, max_len: int = 1000,
                  norm_first: bool = False):
         super().__init__()
+        _check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
+                     num_heads=num_heads, num_blks=num_blks, max_len=max_len)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_blks = num_blks
         self.embedding = _scaled_embedding(vocab_size, num_hiddens)
@@ -650,6 +659,17 @@ class TransformerConfig:
     use_bias: bool = False  # biases in the attention projections (the paper writes none)
     max_len: int = 1000  # longest sequence the positional encodings cover
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
+
+    def __post_init__(self):
+        _check_sizes(src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size,
+                     num_hiddens=self.num_hiddens, ffn_num_hiddens=self.ffn_num_hiddens,
+                     num_heads=self.num_heads, num_enc_blks=self.num_enc_blks,
+                     num_dec_blks=self.num_dec_blks, max_len=self.max_len)
+        if self.num_hiddens % self.num_heads:
+            raise ValueError(f"num_heads must divide num_hiddens, got num_hiddens="
+                             f"{self.num_hiddens}, num_heads={self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
 
     @classmethod
     def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int) -> "TransformerConfig":

@@ -443,3 +443,109 @@ def test_nothing_produces_nan_silently():
     ]
     for i, out in enumerate(outputs):
         assert torch.isfinite(out).all(), f"case {i} produced {out}"
+
+
+# -- issue 11: values, sizes and ids that used to pass silently ---------------------------------
+
+class TestSilentlyOddInputs:
+    def test_valid_lens_to_mask_rejects_negative_float_and_too_large_lengths(self):
+        with raises(ValueError, "valid_lens", "[0, 4]", "-1"):
+            qc.valid_lens_to_mask(torch.tensor([-1, 2]), 4)
+        with raises(ValueError, "valid_lens", "[0, 4]", "9"):
+            qc.valid_lens_to_mask(torch.tensor([9, 2]), 4)
+        with raises(TypeError, "valid_lens", "torch.float32", shape(2,)):
+            qc.valid_lens_to_mask(torch.tensor([1.5, 2.0]), 4)
+        with raises(ValueError, "num_keys", "-3"):
+            qc.valid_lens_to_mask(torch.tensor([1]), -3)
+
+    @pytest.mark.parametrize("offset", [-1, 1.5, True])
+    def test_rotary_offset_must_be_a_position(self, offset):
+        with raises(ValueError, "offset", repr(offset)):
+            qc.RotaryEmbedding(8)(torch.randn(2, 3, 8), offset=offset)
+
+    @pytest.mark.parametrize("num_hiddens", [0, -8, 8.0])
+    def test_multihead_sizes(self, num_hiddens):
+        with raises(ValueError, "num_hiddens", repr(num_hiddens)):
+            qc.MultiHeadAttention(num_hiddens, 2)
+
+    def test_block_counts_and_sizes_at_construction(self):
+        with raises(ValueError, "num_enc_blks", "-1"):
+            qc.TransformerConfig(5, 5, num_enc_blks=-1)
+        with raises(ValueError, "num_blks", "0"):
+            qc.TransformerEncoder(5, 8, 16, 2, 0, 0.0)
+        with raises(ValueError, "ffn_num_hiddens", "0"):
+            qc.TransformerDecoder(5, 8, 0, 2, 1, 0.0)
+        with raises(ValueError, "num_blks", "-2"):
+            qc.make_bert(qc.BERTConfig(vocab_size=10, num_blks=-2))
+
+    def test_sequence_loss_validates_logits_and_targets(self):
+        with raises(TypeError, "logits", "torch.int64", shape(2, 3, 4)):
+            qc.sequence_loss(torch.ones(2, 3, 4, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 0)
+        with raises(ValueError, "targets", "[0, 4)", "7"):
+            qc.sequence_loss(torch.randn(2, 3, 4), torch.full((2, 3), 7), 0)
+        with raises(TypeError, "targets", "torch.float32"):
+            qc.sequence_loss(torch.randn(2, 3, 4), torch.zeros(2, 3), 0)
+
+    def test_bert_pretraining_loss_validates_weights_and_labels(self):
+        args = dict(mlm_Y_hat=torch.randn(2, 3, 5), nsp_Y_hat=torch.randn(2, 2),
+                    mlm_weights=torch.ones(2, 3), mlm_labels=torch.zeros(2, 3, dtype=torch.long),
+                    nsp_labels=torch.zeros(2, dtype=torch.long))
+        with raises(ValueError, "mlm_weights", ">= 0", "-1.0"):
+            qc.bert_pretraining_loss(**{**args, "mlm_weights": -torch.ones(2, 3)})
+        with raises(ValueError, "mlm_labels", "[0, 5)", "9"):
+            qc.bert_pretraining_loss(**{**args, "mlm_labels": torch.full((2, 3), 9)})
+        with raises(ValueError, "nsp_labels", "[0, 2)", "3"):
+            qc.bert_pretraining_loss(**{**args, "nsp_labels": torch.tensor([0, 3])})
+
+    def test_vocab_reserved_tokens_must_be_a_list(self):
+        with raises(TypeError, "reserved_tokens", "'<sep>'", "['<sep>']"):
+            qc.Vocab(["a"], reserved_tokens="<sep>")
+
+    @pytest.mark.parametrize("ids", [[1.7, 2], [True, 2], torch.tensor([1.0]), torch.tensor([True])])
+    def test_vocab_and_tokenizers_reject_float_and_bool_ids(self, ids):
+        with raises(TypeError, "ids", "integer"):
+            qc.Vocab(["a", "b"]).decode(ids)
+        with raises(TypeError, "ids", "integer"):
+            qc.CharTokenizer("helo").decode(ids)
+
+    @pytest.mark.parametrize("dtype", [torch.int16, torch.uint8, torch.int8])
+    def test_token_ids_must_be_int32_or_int64(self, dtype):
+        gpt = qc.GPT(qc.GPTConfig(10, max_len=8, num_layers=1, num_heads=2, d_model=8))
+        with raises(TypeError, "idx", str(dtype), "torch.int64", shape(1, 3)):
+            gpt(torch.zeros(1, 3, dtype=dtype))
+        gpt(torch.zeros(1, 3, dtype=torch.int32))  # int32 is fine
+
+    def test_trainer_stops_at_the_first_non_finite_loss_before_the_optimiser_step(self):
+        model = torch.nn.Linear(2, 1)
+        data = [(torch.randn(4, 2), torch.randn(4, 1)) for _ in range(20)]
+        calls = []
+
+        def loss_fn(m, batch):
+            calls.append(1)
+            x, y = batch
+            loss = ((m(x) - y) ** 2).mean()
+            return loss * float("nan") if len(calls) == 3 else loss
+
+        trainer = qc.Trainer(model, loss_fn, data,
+                             config=qc.TrainerConfig(max_steps=20, log_every=10, progress=False))
+        with raises(FloatingPointError, "nan", "step 3"):
+            trainer.fit()
+        assert trainer.step == 2 and torch.isfinite(model.weight).all()
+
+    def test_evaluate_raises_on_a_non_finite_result(self):
+        model = torch.nn.Linear(2, 1)
+        data = [(torch.randn(4, 2), torch.randn(4, 1))]
+        trainer = qc.Trainer(model, lambda m, b: m(b[0]).mean() * float("inf"), data,
+                             config=qc.TrainerConfig(max_steps=1, progress=False))
+        with raises(FloatingPointError, "evaluate", "inf"):
+            trainer.evaluate(data)
+
+    def test_empty_loader_and_empty_batch(self):
+        def loss_fn(m, b):
+            return ((m(b[0]) - b[1]) ** 2).mean()
+        with raises(ValueError, "train_loader", "no batches"):
+            qc.Trainer(torch.nn.Linear(2, 1), loss_fn, [],
+                       config=qc.TrainerConfig(max_steps=5, progress=False)).fit()
+        with raises(ValueError, "train_loader", "empty batch"):
+            qc.Trainer(torch.nn.Linear(2, 1), loss_fn, [(torch.randn(0, 2), torch.randn(0, 1))],
+                       config=qc.TrainerConfig(max_steps=1, progress=False)).fit()

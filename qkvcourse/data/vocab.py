@@ -47,13 +47,22 @@ def _as_id_list(ids, name: str) -> list[int]:
     if isinstance(ids, Tensor):
         if ids.dim() > 1:
             raise ValueError(f"{name} must be 0-D or 1-D, got shape {tuple(ids.shape)}")
-        if ids.is_floating_point() or ids.dtype == torch.bool:
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"{name} must hold integer ids, got dtype {ids.dtype} "
                             f"with shape {tuple(ids.shape)}")
         return ids.reshape(-1).tolist()
-    if isinstance(ids, int):
-        return [ids]
-    return list(map(int, ids))
+    import numbers
+
+    def whole(i) -> bool:
+        return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+    if whole(ids):
+        return [int(ids)]
+    ids = list(ids)
+    bad = next((i for i in ids if not whole(i)), None)
+    if bad is not None:
+        raise TypeError(f"{name} must hold integer ids, got {bad!r} ({type(bad).__name__})")
+    return [int(i) for i in ids]
 
 
 class Vocab:
@@ -82,6 +91,11 @@ class Vocab:
                             "pass list(text)")
         if min_freq < 0:
             raise ValueError(f"min_freq must be >= 0, got {min_freq}")
+        if isinstance(reserved_tokens, str) or not all(
+                isinstance(t, str) for t in (reserved_tokens or [])):
+            raise TypeError(f"reserved_tokens must be a list of token strings, got "
+                            f"{reserved_tokens!r}" + (f"; for one token write [{reserved_tokens!r}]"
+                                                      if isinstance(reserved_tokens, str) else ""))
         reserved = list(reserved_tokens or [])
         self.token_freqs: Counter = Counter(_flatten(tokens_or_token_lists))
         self.min_freq = min_freq
