@@ -1,9 +1,12 @@
-"""Figures used throughout the book: attention heatmaps and curves."""
+"""Figures used throughout the book: attention heatmaps and curves.
+
+matplotlib is imported when a figure is drawn, not with the package: ``import qkvcourse`` on a
+training server (or in the autograder's sandbox) does not load a plotting library.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -29,6 +32,8 @@ def show_heatmaps(matrices, xlabel: str, ylabel: str, titles: Sequence[str] | No
     Returns:
         The matplotlib figure.
     """
+    import matplotlib.pyplot as plt
+
     M = _to_numpy(matrices)
     if M.ndim == 2:
         M = M[None, None]
@@ -81,6 +86,8 @@ def plot(X, Y=None, xlabel: str | None = None, ylabel: str | None = None,
     if len(Xs) == 1 and len(Ys) > 1:
         Xs = Xs * len(Ys)
     if ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=figsize)
     for i, (x, y) in enumerate(zip(Xs, Ys)):
         ax.plot(x, y, fmts[i % len(fmts)])

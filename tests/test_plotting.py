@@ -43,3 +43,15 @@ def test_plot_several_curves():
     np.testing.assert_allclose(lines[1].get_ydata(), x ** 2)
     assert ax.get_legend() is not None and ax.get_xlabel() == "x"
     plt.close(ax.figure)
+
+
+def test_importing_the_package_does_not_import_matplotlib():
+    """matplotlib is loaded when a figure is drawn (issue 11): not on import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, qkvcourse\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
