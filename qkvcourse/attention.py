@@ -118,13 +118,6 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, attn_mask: Te
         ``(output (..., L, Ev), weights (..., L, S))``; the weights are those before dropout.
     """
     scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
-    dtype = query.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        # Half precision overflows in Q Kᵀ (float16 stops at 65504): scores, softmax and the
-        # weighted sum in float32, as PyTorch's fused kernels do, then back to the input dtype.
-        query, key, value = query.float(), key.float(), value.float()
-        if attn_mask is not None and attn_mask.is_floating_point():
-            attn_mask = attn_mask.float()
     # Scaling the (L, E) queries rather than the (L, S) scores: the same numbers, a smaller pass
     scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
     keep = None
@@ -136,7 +129,22 @@ def attention_reference(query: Tensor, key: Tensor, value: Tensor, attn_mask: Te
             keep = ~torch.isneginf(attn_mask)  # -inf in a float mask also means "masked"
     weights = masked_softmax(scores, mask=keep) if keep is not None else F.softmax(scores, -1)
     dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    return (dropped @ value).to(dtype), weights.to(dtype)  # (..., L, Ev), (..., L, S)
+    return dropped @ value, weights  # (..., L, Ev), (..., L, S)
+
+
+def _explicit_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None,
+                        dropout_p: float, scale: float | None) -> tuple[Tensor, Tensor]:
+    """:func:`attention_reference`, in float32 for half-precision inputs: float16 overflows in
+    Q Kᵀ (it stops at 65504), so the scores, the softmax and the weighted sum are computed in
+    float32, as PyTorch's fused kernels do, and the results return to the input dtype."""
+    dtype = query.dtype
+    if dtype not in (torch.float16, torch.bfloat16):
+        return attention_reference(query, key, value, attn_mask, dropout_p, scale)
+    if attn_mask is not None and attn_mask.is_floating_point():
+        attn_mask = attn_mask.float()
+    out, weights = attention_reference(query.float(), key.float(), value.float(), attn_mask,
+                                       dropout_p, scale)
+    return out.to(dtype), weights.to(dtype)
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
@@ -181,7 +189,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     mask = _combine_masks(attn_mask, is_causal, L, S, query.device)
 
     if not use_fused_path(need_weights):
-        out, weights = attention_reference(query, key, value, mask, dropout_p, scale)
+        out, weights = _explicit_attention(query, key, value, mask, dropout_p, scale)
         return (out, weights) if need_weights else out
 
     empty = None
