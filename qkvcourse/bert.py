@@ -64,6 +64,7 @@ from ._validate import (value_range, value_checks_enabled, check_size, check_tok
                         shape_str)
 from .data.download import DownloadError
 from .data.vocab import BOS, EOS, PAD, UNK, Vocab
+from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
 from .transformer import (StackNeedWeights, TransformerEncoderBlock, _check_hidden, _check_lens,
                           _check_length, _check_tokens, _is_integer, make_activation)
@@ -122,7 +123,7 @@ def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
     output layer with logits of standard deviation about sqrt(N).
     """
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+        if is_linear(m) or isinstance(m, nn.Embedding):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)

@@ -47,6 +47,7 @@ from torch.nn import functional as F
 
 from ._validate import value_range, check_dim_match, check_floating, check_tensor, shape_str
 from .decoding import _EvalMode
+from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
 from .transformer import (ACTIVATIONS, AddNorm, CausalSelfAttention, KVCache, PositionWiseFFN,
                           StackNeedWeights, _check_hidden, _check_length, _check_tokens,
@@ -258,9 +259,9 @@ class GPT(nn.Module):
         projections that write into the residual stream scaled by 1 / sqrt(2 L)."""
         with torch.no_grad():
             for module in self.modules():
-                if isinstance(module, (nn.Linear, nn.Embedding)):
+                if is_linear(module) or isinstance(module, nn.Embedding):
                     module.weight.normal_(0.0, 0.02)
-                if isinstance(module, nn.Linear) and module.bias is not None:
+                if is_linear(module) and module.bias is not None:
                     module.bias.zero_()
             self.pos_embedding.P.normal_(0.0, 0.02)
             residual_std = 0.02 / math.sqrt(2 * self.config.num_layers)

@@ -68,6 +68,74 @@ def transpose_output(X: Tensor, num_heads: int) -> Tensor:
     return X.reshape(BH // num_heads, T, num_heads * D)  # (B, T, H*D)
 
 
+class _Projection(nn.Module):
+    """``W_q``, ``W_k`` or ``W_v`` of a :class:`MultiHeadAttention` whose three projections are
+    stored as one ``(3N, E)`` weight: ``weight`` and ``bias`` are views of rows
+    ``index·N .. (index+1)·N``, so reading, copying into or initialising them acts on the
+    stored weight. It owns no parameter: the state dict keeps d2l's names all the same."""
+
+    def __init__(self, fused: nn.Linear, index: int, size: int):
+        super().__init__()
+        object.__setattr__(self, "_fused", fused)  # a reference, not a second registration
+        self.rows = slice(index * size, (index + 1) * size)
+        self.in_features, self.out_features = fused.in_features, size
+
+    @property
+    def weight(self) -> Tensor:
+        return self._fused.weight[self.rows]  # (N, E), a view
+
+    @property
+    def bias(self) -> Tensor | None:
+        return None if self._fused.bias is None else self._fused.bias[self.rows]
+
+    def forward(self, X: Tensor) -> Tensor:
+        return F.linear(X, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self._fused.bias is not None}, view of in_proj rows "
+                f"{self.rows.start}..{self.rows.stop - 1}")
+
+
+_QKV = ("W_q", "W_k", "W_v")
+
+
+def is_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a linear layer for an initialisation loop over ``modules()``:
+    an ``nn.Linear``, or one of ``W_q``, ``W_k``, ``W_v`` stored together; the stored
+    ``(3N, E)`` weight itself is not one, so every layer draws its own numbers, in d2l's
+    order, as it did when the three were separate."""
+    if isinstance(module, _Projection):
+        return True
+    return isinstance(module, nn.Linear) and not getattr(module, "_holds_qkv", False)
+
+
+def _split_in_proj(module, state_dict, prefix, local_metadata):
+    """State dicts keep d2l's keys, in d2l's order (``W_q.weight``, ``W_q.bias``, ``W_k.weight``
+    ... ``W_o.bias``), whatever the storage. This module's entries are the last ones of
+    ``state_dict`` when the hook runs; they are taken out and put back in that order."""
+    N = module.num_hiddens
+    mine = [k for k in state_dict if k.startswith(prefix)]
+    entries = {k[len(prefix):]: state_dict.pop(k) for k in mine}
+    for i, name in enumerate(_QKV):
+        for part in ("weight", "bias"):
+            fused = entries.get(f"in_proj.{part}")
+            if fused is not None:
+                state_dict[f"{prefix}{name}.{part}"] = fused[i * N:(i + 1) * N]
+    for key, value in entries.items():
+        if not key.startswith("in_proj."):
+            state_dict[prefix + key] = value
+    return state_dict
+
+
+def _join_in_proj(module, state_dict, prefix, *args):
+    """Load d2l-style keys (``W_q.weight``, ``W_k.weight``, ``W_v.weight``) into ``in_proj``."""
+    for part in ("weight", "bias"):
+        keys = [f"{prefix}{name}.{part}" for name in _QKV]
+        if all(k in state_dict for k in keys):
+            state_dict[f"{prefix}in_proj.{part}"] = torch.cat([state_dict.pop(k) for k in keys])
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with d2l's signature and ``nn.Linear`` projections.
 
@@ -101,9 +169,26 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"num_heads must be a positive divisor of num_hiddens, "
                              f"got num_hiddens={num_hiddens}, num_heads={num_heads}")
         self.num_hiddens, self.num_heads = num_hiddens, num_heads
-        self.W_q = nn.Linear(query_size or num_hiddens, num_hiddens, bias=bias)
-        self.W_k = nn.Linear(key_size or num_hiddens, num_hiddens, bias=bias)
-        self.W_v = nn.Linear(value_size or num_hiddens, num_hiddens, bias=bias)
+        sizes = [query_size or num_hiddens, key_size or num_hiddens, value_size or num_hiddens]
+        # Built (and randomly initialised) one by one, in this order, as d2l's are.
+        W_q, W_k, W_v = (nn.Linear(size, num_hiddens, bias=bias) for size in sizes)
+        if sizes[0] == sizes[1] == sizes[2]:
+            # One stored (3N, E) weight [W_q; W_k; W_v]: self-attention projects with one
+            # matrix product, and W_q, W_k, W_v are views of their third (_Projection).
+            # Built on the meta device (no random draw of its own, so every later layer draws
+            # as before), then given the three projections' weights.
+            self.in_proj = nn.Linear(sizes[0], 3 * num_hiddens, bias=bias, device="meta")
+            self.in_proj._holds_qkv = True
+            with torch.no_grad():
+                self.in_proj.weight = nn.Parameter(torch.cat((W_q.weight, W_k.weight, W_v.weight)))
+                if bias:
+                    self.in_proj.bias = nn.Parameter(torch.cat((W_q.bias, W_k.bias, W_v.bias)))
+            W_q, W_k, W_v = (_Projection(self.in_proj, i, num_hiddens) for i in range(3))
+            self._register_state_dict_hook(_split_in_proj)
+            self._register_load_state_dict_pre_hook(_join_in_proj, with_module=True)
+        else:
+            self.in_proj = None
+        self.W_q, self.W_k, self.W_v = W_q, W_k, W_v
         self.W_o = nn.Linear(num_hiddens, num_hiddens, bias=bias)
         self.attention = DotProductAttention(dropout, need_weights=need_weights)
 
@@ -140,14 +225,10 @@ class MultiHeadAttention(nn.Module):
         one matrix product with the stacked weights [W_q; W_k; W_v]: the same numbers
         as three products, but one larger GEMM forward and one backward, which is faster.
         """
-        H = self.num_heads
-        if queries is keys and keys is values and \
-                self.W_q.in_features == self.W_k.in_features == self.W_v.in_features:
-            weight = torch.cat((self.W_q.weight, self.W_k.weight, self.W_v.weight))  # (3N, Eq)
-            bias = None if self.W_q.bias is None else \
-                torch.cat((self.W_q.bias, self.W_k.bias, self.W_v.bias))  # (3N,)
-            qkv = F.linear(queries, weight, bias)  # (B, L, 3N)
-            q, k, v = qkv.split(self.num_hiddens, dim=-1)  # (B, L, N) each
+        H, N = self.num_heads, self.num_hiddens
+        if self.in_proj is not None and queries is keys and keys is values:
+            qkv = self.in_proj(queries)  # (B, L, 3N): [W_q; W_k; W_v] in one product
+            q, k, v = qkv.split(N, dim=-1)  # (B, L, N) each
         else:
             q, k, v = self.W_q(queries), self.W_k(keys), self.W_v(values)
         return split_heads(q, H), split_heads(k, H), split_heads(v, H)  # (B, H, T, D)

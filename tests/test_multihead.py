@@ -286,3 +286,34 @@ def test_dropout_only_in_training():
     assert not torch.allclose(ours(X, X, X), ours(X, X, X), atol=1e-4)
     ours.eval()
     torch.testing.assert_close(ours(X, X, X), ours(X, X, X), rtol=0, atol=0)
+
+
+def test_one_stored_qkv_weight_with_views_and_d2l_state_dict_keys():
+    """Issue 11: self-attention keeps one (3N, E) weight; W_q, W_k, W_v are views of it; the
+    state dict keeps d2l's keys and order; no weight is concatenated per call."""
+    torch.manual_seed(0)
+    mha = qc.MultiHeadAttention(16, 4, bias=True)
+    names = [n for n, _ in mha.named_parameters()]
+    assert names == ["in_proj.weight", "in_proj.bias", "W_o.weight", "W_o.bias"]
+    fused = mha.in_proj.weight
+    for i, layer in enumerate((mha.W_q, mha.W_k, mha.W_v)):
+        assert layer.weight._base is fused and torch.equal(layer.weight, fused[16 * i:16 * (i + 1)])
+    assert list(mha.state_dict()) == ["W_q.weight", "W_q.bias", "W_k.weight", "W_k.bias",
+                                      "W_v.weight", "W_v.bias", "W_o.weight", "W_o.bias"]
+    other = qc.MultiHeadAttention(16, 4, bias=True)
+    other.load_state_dict(mha.state_dict())
+    x = torch.randn(2, 5, 16)
+    assert torch.equal(other(x, x, x), mha(x, x, x))
+    with torch.no_grad():  # writing through a view writes the stored weight
+        other.W_k.weight.zero_()
+    assert other.in_proj.weight[16:32].abs().sum() == 0
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        mha(x, x, x)
+    assert not [e for e in prof.events() if e.name == "aten::cat"], "a per-call concatenation"
+
+
+def test_cross_attention_with_other_sizes_keeps_separate_projections():
+    mha = qc.MultiHeadAttention(16, 4, key_size=8, value_size=8)
+    assert mha.in_proj is None and isinstance(mha.W_q, torch.nn.Linear)
