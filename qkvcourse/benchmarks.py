@@ -15,6 +15,13 @@ Benchmarks:
 - ``gpt``: GPT training throughput (tokens per second, AdamW step included) of ``qc.GPT``
   vs Hugging Face ``GPT2LMHeadModel`` with SDPA attention at the same config and weights;
   on CUDA also with bf16 autocast and ``torch.compile``, reported as model FLOPs utilisation.
+- ``nanogpt`` (with ``--nanogpt PATH/TO/model.py``): ``qc.GPT`` vs nanoGPT's ``model.py``
+  (github.com/karpathy/nanoGPT, fetched for the benchmark and never part of this repository)
+  at the same config, like for like: exact GELU (nanoGPT's), dropout 0, float32, AdamW;
+  training tokens/s, and inference tokens/s with the logits of the last position only (what
+  nanoGPT's ``forward`` computes without targets); at the course size (4 layers, 4 heads,
+  width 128, context 64, batch 12) and a medium size (6 layers, width 384, context 256,
+  batch 8); eager, and with ``--compile`` also ``torch.compile``.
 """
 from __future__ import annotations
 
@@ -198,6 +205,90 @@ def bench_gpt(device: torch.device, config, batch: int, rounds: int, inner: int,
     return dict(ours=tokens / t["ours"], ref=tokens / t["hf"])
 
 
+def load_nanogpt(path: str):
+    """nanoGPT's ``model.py`` as a module, from a path outside this repository."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_nanogpt(nano, device: torch.device, layers: int, heads: int, width: int, context: int,
+                  batch: int, rounds: int, inner: int, compile_model: bool = False,
+                  vocab: int = 65) -> dict:
+    """Training and inference tokens/s of qc.GPT and nanoGPT at one config, interleaved."""
+    import contextlib
+    import io
+
+    from .gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(vocab_size=vocab, max_len=context, num_layers=layers, num_heads=heads,
+                         d_model=width, dropout=0.0, activation="gelu")).to(device)
+    with contextlib.redirect_stdout(io.StringIO()):  # nanoGPT prints its parameter count
+        theirs = nano.GPT(nano.GPTConfig(block_size=context, vocab_size=vocab, n_layer=layers,
+                                         n_head=heads, n_embd=width, dropout=0.0,
+                                         bias=True)).to(device)
+    idx = torch.randint(0, vocab, (batch, context + 1), generator=torch.Generator().manual_seed(1))
+    x, y = idx[:, :-1].contiguous().to(device), idx[:, 1:].contiguous().to(device)
+    runs = {}
+
+    def prepare(model):
+        return torch.compile(model) if compile_model else model
+
+    def train_step(model, is_ours: bool):
+        model.train()
+        run = prepare(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = run(x, y)[1]
+            loss.backward()
+            optimizer.step()
+        return step
+
+    def infer_step(model, is_ours: bool):
+        model.eval()
+        if is_ours:  # the last position's logits only, as nanoGPT's forward without targets
+            run = prepare(lambda idx: model.lm_head(model.features(idx)[:, -1:]))
+        else:
+            run = prepare(model)
+
+        def step():
+            with torch.no_grad():
+                run(x)
+        return step
+
+    for kind, make in (("train", train_step), ("inference", infer_step)):
+        t = _interleaved_medians({"ours": make(ours, True), "nano": make(theirs, False)},
+                                 device, rounds, inner)
+        tokens = batch * context
+        runs[kind] = dict(ours=tokens / t["ours"], ref=tokens / t["nano"])
+    return runs
+
+
+def run_nanogpt(args, device, name) -> None:
+    nano = load_nanogpt(args.nanogpt)
+    sizes = {"course (L=4, H=4, d=128, T=64, B=12)": (4, 4, 128, 64, 12),
+             "medium (L=6, H=6, d=384, T=256, B=8)": (6, 6, 384, 256, 8)}
+    print(f"\nqc.GPT vs nanoGPT model.py on {device} ({name}): float32, dropout 0, exact GELU, "
+          f"AdamW; inference = logits of the last position")
+    print(f"{'model':<40}{'mode':<10}{'':<9}{'qkvcourse tok/s':>16}{'nanoGPT tok/s':>15}"
+          f"{'ratio':>8}")
+    for label, (layers, heads, width, context, batch) in sizes.items():
+        medium = width > 128
+        for compiled in ([False, True] if args.compile else [False]):
+            r = bench_nanogpt(nano, device, layers, heads, width, context, batch,
+                              rounds=max(3, args.rounds // (3 if medium else 1)),
+                              inner=1 if medium else args.inner, compile_model=compiled)
+            for kind, v in r.items():
+                print(f"{label:<40}{kind:<10}{'compile' if compiled else 'eager':<9}"
+                      f"{v['ours']:>16.0f}{v['ref']:>15.0f}{v['ours'] / v['ref']:>8.3f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="all", help="cpu, cuda or all (every device present)")
@@ -207,7 +298,10 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--inner", type=int, default=5)
-    parser.add_argument("--only", choices=["mha", "transformer", "gpt"], default=None)
+    parser.add_argument("--only", choices=["mha", "transformer", "gpt", "nanogpt"], default=None)
+    parser.add_argument("--nanogpt", default=None,
+                        help="path to nanoGPT's model.py (outside this repository) for --only nanogpt")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (nanogpt)")
     args = parser.parse_args(argv)
 
     devices = [torch.device("cpu")]
@@ -226,6 +320,10 @@ def main(argv=None) -> None:
             run_transformer(args, device, name)
         if args.only in (None, "gpt"):
             run_gpt(args, device, name)
+        if args.only == "nanogpt" or (args.only is None and args.nanogpt):
+            if not args.nanogpt:
+                parser.error("--only nanogpt needs --nanogpt PATH/TO/model.py")
+            run_nanogpt(args, device, name)
 
 
 def run_mha(args, device, name) -> None:

@@ -32,6 +32,10 @@ def _check_heads(X: Tensor, num_heads: int, name: str = "X") -> None:
 def split_heads(X: Tensor, num_heads: int) -> Tensor:
     """``(B, T, H*D)`` -> ``(B, H, T, D)``: a view followed by a transpose, no copy."""
     _check_heads(X, num_heads)
+    return _split(X, num_heads)
+
+
+def _split(X: Tensor, num_heads: int) -> Tensor:  # split_heads without the checks (inner layers)
     B, T, N = X.shape
     return X.view(B, T, num_heads, N // num_heads).transpose(1, 2)  # (B, H, T, D)
 
@@ -231,7 +235,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v = qkv.split(N, dim=-1)  # (B, L, N) each
         else:
             q, k, v = self.W_q(queries), self.W_k(keys), self.W_v(values)
-        return split_heads(q, H), split_heads(k, H), split_heads(v, H)  # (B, H, T, D)
+        return _split(q, H), _split(k, H), _split(v, H)  # (B, H, T, D)
 
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,

@@ -52,9 +52,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ._validate import (check_dim_match, check_floating, check_size, check_tensor, check_token_ids,
                         shape_str, value_range)
+from .attention import use_fused_path
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
 from .masking import causal_mask
 from .multihead import MultiHeadAttention, merge_heads
@@ -298,16 +300,18 @@ class CausalSelfAttention(_Attention):
         _check_hidden("X", X, self.num_hiddens)
         mha = self.mha
         T = X.shape[1]
-        q, k, v = mha.project(X, X, X)  # (B, H, T, D) each
+        q, k, v = mha.project(X, X, X)  # (B, H, T, D) each: one product with [W_q; W_k; W_v]
         if cache is not None:
             past_k, past_v = self._check_cache(cache, k)
             k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
             v = torch.cat((past_v, v), dim=2)  # (B, H, P+T, D)
         P = k.shape[2] - T
-        if P == 0:
-            # No cache: plain causal attention, which lets a fused kernel (FlashAttention on
-            # CUDA) skip the masked half instead of reading an explicit mask
-            out = mha.attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        if P == 0 and use_fused_path(mha.need_weights):
+            # No cache: plain causal attention, straight to PyTorch's kernel, which skips the
+            # masked half (FlashAttention on CUDA) instead of reading an explicit mask
+            p = mha.attention.dropout.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            mha.attention.attention_weights = None
         else:
             mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
             out = mha.attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
