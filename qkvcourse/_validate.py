@@ -67,12 +67,15 @@ def check_tensor(name: str, x, *, ndim: int | Sequence[int] | None = None) -> No
         raise ValueError(f"{name} must be {want}, got shape {shape_str(x)} ({x.dim()}-D)")
 
 
-def check_size(name: str, value, *, minimum: int = 1) -> None:
-    """Require a Python int (not a bool) ``>= minimum``: sizes, counts, offsets."""
+def check_size(name: str, value, *, minimum: int | None = 1) -> None:
+    """Require a Python int (not a bool) ``>= minimum`` (any int when ``minimum`` is None):
+    sizes, counts, offsets."""
     import numbers
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+            (minimum is not None and value < minimum):
+        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 def check_token_ids(name: str, ids: Tensor) -> None:

@@ -107,7 +107,9 @@ class RotaryEmbedding(nn.Module):
 
     def angles(self, length: int, offset: int = 0) -> Tensor:
         """Rotation angles ``(length, D/2)`` of positions offset .. offset + length - 1."""
-        check_size("offset", offset, minimum=0)  # a position: a whole number, never negative
+        # A whole number; negative positions are allowed: R_{-m} is the inverse rotation, which
+        # chapter 6 uses to rotate a key to the relative position n - m
+        check_size("offset", offset, minimum=None)
         check_size("length", length, minimum=0)
         positions = torch.arange(offset, offset + length, device=self.inv_freq.device,
                                  dtype=torch.float32)

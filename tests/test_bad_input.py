@@ -458,10 +458,17 @@ class TestSilentlyOddInputs:
         with raises(ValueError, "num_keys", "-3"):
             qc.valid_lens_to_mask(torch.tensor([1]), -3)
 
-    @pytest.mark.parametrize("offset", [-1, 1.5, True])
-    def test_rotary_offset_must_be_a_position(self, offset):
-        with raises(ValueError, "offset", repr(offset)):
+    @pytest.mark.parametrize("offset", [1.5, True, "2", torch.tensor(1)])
+    def test_rotary_offset_must_be_a_whole_position(self, offset):
+        with raises(ValueError, "offset", "integer"):
             qc.RotaryEmbedding(8)(torch.randn(2, 3, 8), offset=offset)
+
+    def test_rotary_negative_offset_is_the_inverse_rotation(self):
+        """Negative positions stay allowed (chapter 6 rotates a key to n - m < 0): R_{-m}
+        undoes R_m."""
+        rope, x = qc.RotaryEmbedding(8), torch.randn(1, 8)
+        back = rope(rope(x, offset=5), offset=-5)
+        assert torch.allclose(back, x, atol=1e-5)
 
     @pytest.mark.parametrize("num_hiddens", [0, -8, 8.0])
     def test_multihead_sizes(self, num_hiddens):
