@@ -104,6 +104,45 @@ class _Projection(nn.Module):
 _QKV = ("W_q", "W_k", "W_v")
 
 
+def gradients_in_d2l_order(model: nn.Module) -> list[Tensor]:
+    """The gradients of ``model``'s parameters, in the order of ``parameters()``, except that the
+    stored ``[W_q; W_k; W_v]`` weight and bias of each :class:`MultiHeadAttention` give their
+    thirds, interleaved as separate layers would (``W_q.weight``, ``W_q.bias``, ``W_k.weight``
+    ...). A gradient norm summed over these is bit for bit the norm of the same model with
+    three separate projections, so gradient clipping, and every training run that uses it,
+    is not changed by the storage."""
+    fused = {}
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention) and module.in_proj is not None:
+            fused[id(module.in_proj.weight)] = module
+    out = []
+    skip = set()
+    for p in model.parameters():
+        if id(p) in skip or p.grad is None:
+            continue
+        mha = fused.get(id(p))
+        if mha is None:
+            out.append(p.grad)
+            continue
+        w, b = mha.in_proj.weight, mha.in_proj.bias
+        N = mha.num_hiddens
+        for i in range(3):
+            out.append(w.grad[i * N:(i + 1) * N])
+            if b is not None and b.grad is not None:
+                out.append(b.grad[i * N:(i + 1) * N])
+        if b is not None:
+            skip.add(id(b))
+    return out
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> Tensor:
+    """``nn.utils.clip_grad_norm_(model.parameters(), max_norm)``, with the total norm summed
+    in d2l's layer order (:func:`gradients_in_d2l_order`); returns the norm before clipping."""
+    total = nn.utils.get_total_norm(gradients_in_d2l_order(model))
+    nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, total)
+    return total
+
+
 def is_linear(module: nn.Module) -> bool:
     """Whether ``module`` is a linear layer for an initialisation loop over ``modules()``:
     an ``nn.Linear``, or one of ``W_q``, ``W_k``, ``W_v`` stored together; the stored

@@ -99,6 +99,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from . import distributed as ddp_utils
 from ._validate import shape_str, value_checks_enabled
+from .multihead import clip_gradients
 from .utils import get_device, seed_everything
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -870,13 +871,13 @@ class Trainer:
             scaler.scale(loss).backward()
             if clip is not None:
                 scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
-                self.last_grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.last_grad_norm = clip_gradients(self.model, clip)
             scaler.step(self.optimizer)  # skipped when the gradients overflowed
             scaler.update()
         else:
             loss.backward()
             if clip is not None:
-                self.last_grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.last_grad_norm = clip_gradients(self.model, clip)
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

@@ -317,3 +317,27 @@ def test_one_stored_qkv_weight_with_views_and_d2l_state_dict_keys():
 def test_cross_attention_with_other_sizes_keeps_separate_projections():
     mha = qc.MultiHeadAttention(16, 4, key_size=8, value_size=8)
     assert mha.in_proj is None and isinstance(mha.W_q, torch.nn.Linear)
+
+
+def test_gradient_clipping_sums_the_norm_in_d2l_layer_order():
+    """The stored [W_q; W_k; W_v] must not change training: the clipping norm is summed over
+    its thirds in the order separate layers had, bit for bit."""
+    from qkvcourse.multihead import clip_gradients, gradients_in_d2l_order
+
+    torch.manual_seed(0)
+    model = qc.GPT(qc.GPTConfig(vocab_size=11, max_len=8, num_layers=2, num_heads=2, d_model=8))
+    idx = torch.randint(0, 11, (3, 8))
+    model(idx, idx)[1].backward()
+    grads = gradients_in_d2l_order(model)
+    mha = model.blks[0].attention.mha
+    N = mha.num_hiddens
+    separate = [mha.in_proj.weight.grad[:N], mha.in_proj.bias.grad[:N],
+                mha.in_proj.weight.grad[N:2 * N], mha.in_proj.bias.grad[N:2 * N]]
+    position = next(i for i, g in enumerate(grads) if g.data_ptr() == separate[0].data_ptr())
+    assert all(torch.equal(a, b) for a, b in zip(grads[position:position + 4], separate))
+    assert len(grads) == len(list(model.parameters())) + 4 * len(model.blks)  # 2 stored -> 6
+    expected = torch.nn.utils.get_total_norm([g.clone() for g in grads])
+    total = clip_gradients(model, max_norm=1e-3)
+    assert torch.equal(total, expected)
+    clipped = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+    assert abs(clipped.item() - 1e-3) < 1e-6
