@@ -214,7 +214,19 @@ def _settle(driver) -> bool:
     return bool(result)
 
 
+NO_TRANSITIONS = """
+if (!document.getElementById('qkv-no-transitions')) {
+  const s = document.createElement('style'); s.id = 'qkv-no-transitions';
+  s.textContent = '*, *::before, *::after { transition: none !important; animation: none !important; }';
+  document.head.appendChild(s);
+}
+"""
+
+
 def _metrics(driver, metrics):
+    # The theme slides its sidebars out when the width changes; without transitions the page is
+    # measured and photographed in its final layout, not halfway through the animation.
+    driver.execute_script(NO_TRANSITIONS)
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     driver.execute_script("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
