@@ -306,11 +306,12 @@ class CausalSelfAttention(_Attention):
             k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
             v = torch.cat((past_v, v), dim=2)  # (B, H, P+T, D)
         P = k.shape[2] - T
-        if P == 0 and use_fused_path(mha.need_weights):
+        if (P == 0 or T == 1) and use_fused_path(mha.need_weights):
             # No cache: plain causal attention, straight to PyTorch's kernel, which skips the
-            # masked half (FlashAttention on CUDA) instead of reading an explicit mask
+            # masked half (FlashAttention on CUDA) instead of reading an explicit mask. One new
+            # token after a cache: it sees every key, so no mask at all.
             p = mha.attention.dropout.p if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=P == 0)
             mha.attention.attention_weights = None
         else:
             mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
