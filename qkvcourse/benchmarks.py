@@ -22,6 +22,9 @@ Benchmarks:
   nanoGPT's ``forward`` computes without targets); at the course size (4 layers, 4 heads,
   width 128, context 64, batch 12) and a medium size (6 layers, width 384, context 256,
   batch 8); eager, and with ``--compile`` also ``torch.compile``.
+- ``generate``: greedy KV-cache generation (200 new tokens after a 16-token prompt) of
+  ``qc.GPT.generate`` vs Hugging Face ``GPT2LMHeadModel.generate`` with the same weights, which
+  must produce the same tokens; tokens per second.
 """
 from __future__ import annotations
 
@@ -270,6 +273,38 @@ def bench_nanogpt(nano, device: torch.device, layers: int, heads: int, width: in
     return runs
 
 
+def bench_generate(device: torch.device, layers: int, heads: int, width: int, context: int,
+                   new_tokens: int = 200, rounds: int = 5) -> dict:
+    """Greedy KV-cache generation tokens/s of qc.GPT and HF GPT2LMHeadModel, same weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .gpt import GPT
+
+    torch.manual_seed(0)
+    hf_config = GPT2Config(vocab_size=65, n_positions=context, n_embd=width, n_layer=layers,
+                           n_head=heads, bos_token_id=0, eos_token_id=0)
+    hf_config._attn_implementation = "sdpa"
+    theirs = GPT2LMHeadModel(hf_config).to(device).eval()
+    ours = GPT.from_huggingface(theirs).to(device).eval()
+    prompt = torch.randint(1, 65, (1, 16), generator=torch.Generator().manual_seed(1)).to(device)
+    fns = {"ours": lambda: ours.generate(prompt, new_tokens, do_sample=False),
+           "hf": lambda: theirs.generate(prompt, max_new_tokens=new_tokens,
+                                         min_new_tokens=new_tokens, do_sample=False,
+                                         use_cache=True, pad_token_id=0)}
+    same = torch.equal(fns["ours"](), fns["hf"]())
+    t = _interleaved_medians(fns, device, rounds, 1)
+    return dict(ours=new_tokens / t["ours"], ref=new_tokens / t["hf"], same=same)
+
+
+def run_generate(args, device, name) -> None:
+    print(f"\nGreedy KV-cache generation on {device} ({name}): 200 new tokens after 16, batch 1")
+    print(f"{'model':<32}{'qkvcourse tok/s':>16}{'HF tok/s':>10}{'ratio':>8}  same tokens")
+    for label, (layers, heads, width, context) in {"course (L=4, d=128)": (4, 4, 128, 256),
+                                                   "medium (L=6, d=384)": (6, 6, 384, 512)}.items():
+        r = bench_generate(device, layers, heads, width, context)
+        print(f"{label:<32}{r['ours']:>16.0f}{r['ref']:>10.0f}{r['ours'] / r['ref']:>8.3f}  {r['same']}")
+
+
 def run_nanogpt(args, device, name) -> None:
     nano = load_nanogpt(args.nanogpt)
     sizes = {"course (L=4, H=4, d=128, T=64, B=12)": (4, 4, 128, 64, 12),
@@ -298,7 +333,8 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--inner", type=int, default=5)
-    parser.add_argument("--only", choices=["mha", "transformer", "gpt", "nanogpt"], default=None)
+    parser.add_argument("--only", choices=["mha", "transformer", "gpt", "nanogpt", "generate"],
+                        default=None)
     parser.add_argument("--nanogpt", default=None,
                         help="path to nanoGPT's model.py (outside this repository) for --only nanogpt")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (nanogpt)")
@@ -320,6 +356,8 @@ def main(argv=None) -> None:
             run_transformer(args, device, name)
         if args.only in (None, "gpt"):
             run_gpt(args, device, name)
+        if args.only in (None, "generate"):
+            run_generate(args, device, name)
         if args.only == "nanogpt" or (args.only is None and args.nanogpt):
             if not args.nanogpt:
                 parser.error("--only nanogpt needs --nanogpt PATH/TO/model.py")
