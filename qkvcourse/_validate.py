@@ -117,9 +117,21 @@ def check_dim_match(name_a: str, a: Tensor, dim_a: int, name_b: str, b: Tensor, 
         )
 
 
+def check_lens_values(valid_lens, num_keys: int) -> None:
+    """``valid_lens`` is a 1-D or 2-D integer tensor with values in ``[0, num_keys]``."""
+    _check_lens_dtype(valid_lens)
+    _check_lens_range(valid_lens, num_keys)
+
+
 def check_valid_lens(valid_lens, batch_size: int, num_queries: int, num_keys: int,
                      scores_name: str = "X") -> None:
     """Check d2l-style ``valid_lens``: 1-D ``(B,)`` or 2-D ``(B, Q)``, integers in ``[0, K]``."""
+    _check_lens_dtype(valid_lens)
+    _check_lens_shape(valid_lens, batch_size, num_queries, scores_name)
+    _check_lens_range(valid_lens, num_keys)
+
+
+def _check_lens_dtype(valid_lens) -> None:
     check_tensor("valid_lens", valid_lens, ndim=(1, 2))
     if valid_lens.dtype == torch.bool or valid_lens.is_floating_point() or valid_lens.is_complex():
         hint = " (pass a boolean mask as mask=/attn_mask=, not valid_lens)" \
@@ -128,14 +140,10 @@ def check_valid_lens(valid_lens, batch_size: int, num_queries: int, num_keys: in
             f"valid_lens must have an integer dtype, got {valid_lens.dtype} "
             f"with shape {shape_str(valid_lens)}{hint}"
         )
-    expected = (batch_size,) if valid_lens.dim() == 1 else (batch_size, num_queries)
-    if tuple(valid_lens.shape) != expected:
-        raise ValueError(
-            f"valid_lens has shape {shape_str(valid_lens)} but {scores_name} has "
-            f"{batch_size} batch rows and {num_queries} queries, so valid_lens must have shape "
-            f"({batch_size},) or ({batch_size}, {num_queries})"
-        )
-    bounds = value_range(valid_lens)
+
+
+def _check_lens_range(valid_lens, num_keys: int) -> None:
+    bounds = value_range(valid_lens)  # None on an accelerator: no host sync
     if bounds is not None:
         lo, hi = bounds
         if lo < 0 or hi > num_keys:
@@ -143,6 +151,16 @@ def check_valid_lens(valid_lens, batch_size: int, num_queries: int, num_keys: in
                 f"valid_lens must lie in [0, {num_keys}] (the number of keys), "
                 f"got values from {lo} to {hi}"
             )
+
+
+def _check_lens_shape(valid_lens, batch_size: int, num_queries: int, scores_name: str) -> None:
+    expected = (batch_size,) if valid_lens.dim() == 1 else (batch_size, num_queries)
+    if tuple(valid_lens.shape) != expected:
+        raise ValueError(
+            f"valid_lens has shape {shape_str(valid_lens)} but {scores_name} has "
+            f"{batch_size} batch rows and {num_queries} queries, so valid_lens must have shape "
+            f"({batch_size},) or ({batch_size}, {num_queries})"
+        )
 
 
 def check_index_range(name: str, index: Tensor, upper: int, what: str) -> None:

@@ -24,20 +24,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._validate import (check_floating, check_mask, check_size, check_tensor, check_valid_lens,
-                        shape_str, value_range)
+from ._validate import (check_floating, check_lens_values, check_mask, check_size, check_tensor,
+                        check_valid_lens, shape_str)
 
 
 def _check_lens_for_mask(valid_lens, num_keys) -> None:
     check_size("num_keys", num_keys, minimum=0)
-    check_tensor("valid_lens", valid_lens, ndim=(1, 2))
-    if valid_lens.dtype == torch.bool or valid_lens.is_floating_point() or valid_lens.is_complex():
-        raise TypeError(f"valid_lens must have an integer dtype, got {valid_lens.dtype} with shape "
-                        f"{shape_str(valid_lens)}")
-    bounds = value_range(valid_lens)
-    if bounds is not None and (bounds[0] < 0 or bounds[1] > num_keys):
-        raise ValueError(f"valid_lens must lie in [0, {num_keys}] (num_keys), got values from "
-                         f"{bounds[0]} to {bounds[1]}")
+    check_lens_values(valid_lens, num_keys)
 
 
 def valid_lens_to_mask(valid_lens: Tensor, num_keys: int) -> Tensor:

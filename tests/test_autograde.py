@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from grading_support import ROOT, edition, fill, read_sheets, solutions, solved, with_cell, write
+from grading_support import ROOT, edition, fill, read_sheets, solutions, solved, write
 from mutants import all_mutants
 from qkvcourse.grading.instructor.autograde import code_digest, results_folder
 
@@ -219,7 +219,7 @@ def test_uid_sandbox_drops_to_a_user_of_its_own_per_job(tmp_path, monkeypatch):
     work.mkdir()
     chowned = []
     monkeypatch.setattr(sandbox.os, "chown", lambda path, uid, gid: chowned.append((uid, gid)))
-    argv, env, _ = box.command(work, ["a"], slot=3)
+    argv, env = box.command(work, ["a"], slot=3)
     uid = sandbox.UID_BASE + 3
     assert argv[:5] == ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     assert chowned and all(c == (uid, uid) for c in chowned)
@@ -231,7 +231,7 @@ def test_bwrap_sandbox_sees_only_what_it_needs(tmp_path):
     from qkvcourse.grading.instructor import sandbox
 
     box = sandbox.Sandbox("bwrap", tmp_path / "code", [str(tmp_path / "code")])
-    argv, env, _ = box.command(tmp_path / "work", ["a"], slot=0)
+    argv, env = box.command(tmp_path / "work", ["a"], slot=0)
     joined = " ".join(argv)
     for flag in ["--unshare-all", "--unshare-user", "--uid 65534", "--die-with-parent",
                  "--new-session", "--clearenv"]:

@@ -205,6 +205,7 @@ class QuestionResult:
     qid: str
     title: str
     outcomes: list[Outcome]
+    hidden: int = 0  # the last ``hidden`` outcomes are hidden cases
 
     @property
     def passed(self) -> int:

@@ -41,21 +41,13 @@ import os
 import struct
 import sys
 
-__all__ = ["prepare_code", "run_cells", "read_message", "write_message", "Shell"]
+__all__ = ["run_cells", "read_message", "write_message", "Shell"]
 
 TAMPER_EXIT = 99  # the guard's own checks failed: the submission interfered with them
 BORROW_EXIT = 100  # + k: the k-th forbidden implementation ran during a call
 
 
-# --- running cells as Jupyter does -------------------------------------------------------------
-
-def prepare_code(source: str) -> str:
-    """A cell's code as plain Python, with IPython's own input transformer (``!cmd`` becomes
-    ``get_ipython().system(...)``, ``%%writefile`` a cell magic call...)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
-
+# --- running cells as Jupyter does ------------------------------------------------------------
 
 class Shell:
     """Runs notebook cells in one namespace, with IPython's shell when it is installed (as a

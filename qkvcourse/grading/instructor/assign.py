@@ -123,21 +123,20 @@ def public_cases_for(sources: Path) -> dict:
     import torch
 
     used = {q.qid for sheet in read_sheets(sources).values() for q in sheet.questions}
-    out = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same bits on every machine (matrix products split by threads)
     try:
-        _fill_public_cases(out, used)
+        return _public_cases(used)
     finally:
         torch.set_num_threads(threads)
-    return out
 
 
-def _fill_public_cases(out: dict, used: set) -> None:
+def _public_cases(used: set) -> dict:
     import dataclasses
 
     from ..core import call_object
 
+    out = {}
     for qid, question in sorted(questions().items()):
         if qid not in used:
             continue
@@ -151,6 +150,7 @@ def _fill_public_cases(out: dict, used: set) -> None:
         out[qid] = {"title": question.title, "name": question.name, "kind": question.kind,
                     "atol": question.atol, "rtol": question.rtol, "judge": question.judge,
                     "forbidden": list(question.forbidden), "cases": cases}
+    return out
 
 
 def same_values(a, b) -> bool:

@@ -26,7 +26,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ import torch
 from ..core import Case, Outcome, Remote, StudentError
 from ..sheets import Sheet, read_sheet
 from ..worker import BORROW_EXIT, TAMPER_EXIT, MessageTooLarge, read_message, write_message
-from .registry import display_name, get_question, make_cases, run_question
+from .registry import display_name, get_question, run_question
 from .sandbox import PACKAGE, Sandbox, isolated_python, python_paths
 
 __all__ = ["Limits", "grade_submission", "grade_folder", "code_digest", "student_key",
@@ -113,7 +112,7 @@ class Worker:
         (self.work / "plan.json").write_text(json.dumps(plan))
         to_worker_r, self._to_worker = os.pipe()
         self._from_worker, from_worker_w = os.pipe()
-        argv, env, _ = sandbox.command(self.work, [
+        argv, env = sandbox.command(self.work, [
             "submission.ipynb", "plan.json", str(to_worker_r), str(from_worker_w),
             str(limits.memory_mb)], slot)
         self.proc = subprocess.Popen(
@@ -250,11 +249,12 @@ class _Session:
 
 # --- grading one submission --------------------------------------------------------------------
 
-def _tests_for(question, sheet_q, result, n_hidden: int) -> list[dict]:
+def _tests_for(question, sheet_q, result) -> list[dict]:
     """Two Gradescope tests per question: the public cases (visible) and the hidden ones
     (shown after the grades are published, without their inputs)."""
     outcomes = result.outcomes
-    public, hidden = outcomes[:len(outcomes) - n_hidden], outcomes[len(outcomes) - n_hidden:]
+    split = len(outcomes) - result.hidden
+    public, hidden = outcomes[:split], outcomes[split:]
     total = len(outcomes)
     tests = []
     for part, visibility, items in (("public cases", "visible", public),
@@ -313,11 +313,10 @@ def grade_submission(notebook: str | Path, sheet: Sheet, seed: int, sandbox: San
                         "profiler, the course's code objects or used ctypes while being graded).")
                     raise Remote(borrowed[0]) from None
 
-            n_hidden = sum(h for _, h in make_cases(question, seed))
             result = run_question(sheet_q.qid, call, seed)
             if borrowed:  # a broken rule costs every case of the question
                 result.outcomes = [Outcome(o.label, False, borrowed[0]) for o in result.outcomes]
-            tests.extend(_tests_for(question, sheet_q, result, n_hidden))
+            tests.extend(_tests_for(question, sheet_q, result))
     finally:
         session.close()
     score = round(sum(t["score"] for t in tests), 4)
@@ -498,20 +497,15 @@ def grade_folder(submissions: str | Path, out_dir: str | Path, sheet: str, seed_
                     results, problem = _grade_in_subprocess(
                         submissions / rel, chosen, limits, digest, Path(seed_file), sandbox_args,
                         slot, sources)
-                    after = code_digest(sources)
-                    if after != digest:  # changed during this submission: restore, grade again
-                        with lock:
-                            changed = _restore(snapshot, sources)
-                            tamper_log.append(f"grading files changed while grading {rel}: "
-                                              f"{', '.join(changed) or 'restored by another job'}")
-                        problem = "tampered"
-                        continue
-                    if problem != "tampered":
+                    during = code_digest(sources) != digest  # changed while this one ran
+                    if problem != "tampered" and not during:
                         break
-                    with lock:
+                    with lock:  # restore, log, grade again
                         changed = _restore(snapshot, sources)
-                        tamper_log.append(f"grading files had changed before {rel}: "
+                        when = "changed while grading" if during else "had changed before"
+                        tamper_log.append(f"grading files {when} {rel}: "
                                           f"{', '.join(changed) or 'restored by another job'}")
+                    problem = "tampered"
             finally:
                 slots.put(slot)
             if results is None:

@@ -82,16 +82,10 @@ def _commit() -> str:
         return "unknown"
 
 
-def _executable(z: zipfile.ZipFile, name: str, text: str) -> None:
+def _add(z: zipfile.ZipFile, name: str, data: bytes | str, mode: int = 0o644) -> None:
+    """A regular file with its permission bits (0o755 for the scripts: the execute bit)."""
     info = zipfile.ZipInfo(name)
-    info.external_attr = (0o100755 << 16)  # a regular file with its execute bit
-    info.compress_type = zipfile.ZIP_DEFLATED
-    z.writestr(info, text)
-
-
-def _plain(z: zipfile.ZipFile, name: str, data: bytes | str, mode: int = 0o644) -> None:
-    info = zipfile.ZipInfo(name)
-    info.external_attr = ((0o100000 | mode) << 16)
+    info.external_attr = (0o100000 | mode) << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     z.writestr(info, data)
 
@@ -108,15 +102,15 @@ def write_gradescope_bundle(sheet_path: str | Path, out: str | Path) -> Path:
         code = Path(tmp) / "qkvcourse"
         shutil.copytree(PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         with zipfile.ZipFile(out, "w") as z:
-            _executable(z, "setup.sh", SETUP.replace("__TORCH__", _version("torch")))
-            _executable(z, "run_autograder", RUN)
-            _plain(z, "requirements.txt", requirements)
-            _plain(z, "VERSION", version)
-            _plain(z, "seed", f"{secrets.randbelow(2**31 - 1) + 1}\n", 0o600)
-            _plain(z, "sheet.ipynb", Path(sheet.path).read_bytes())
+            _add(z, "setup.sh", SETUP.replace("__TORCH__", _version("torch")), 0o755)
+            _add(z, "run_autograder", RUN, 0o755)
+            _add(z, "requirements.txt", requirements)
+            _add(z, "VERSION", version)
+            _add(z, "seed", f"{secrets.randbelow(2**31 - 1) + 1}\n", 0o600)
+            _add(z, "sheet.ipynb", Path(sheet.path).read_bytes())
             for path in sorted(code.rglob("*")):
                 if path.is_file():
-                    _plain(z, str(path.relative_to(Path(tmp))), path.read_bytes())
+                    _add(z, str(path.relative_to(Path(tmp))), path.read_bytes())
     return out
 
 

@@ -194,7 +194,7 @@ def run_question(qid: str, call: Callable[[Case, Any], Any],
         outcomes.append(judge_case(case, counts[hidden], hidden, received, error, expected,
                                    lambda case=case: question.mistake_outputs(case), judge,
                                    question.atol, question.rtol))
-    return QuestionResult(qid, question.title, outcomes)
+    return QuestionResult(qid, question.title, outcomes, hidden=counts[True])
 
 
 def check_in_process(qid: str, obj: Any, hidden_seed: int | None = None) -> QuestionResult:

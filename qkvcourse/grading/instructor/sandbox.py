@@ -75,26 +75,16 @@ def student_package_copy(dest: Path) -> Path:
     return dest
 
 
-def _world_readable_chain(path: Path) -> bool:
-    """Whether a user with no special rights can reach ``path`` (every parent executable by
-    others, the path itself readable by others)."""
-    path = path.resolve()
-    for parent in list(path.parents)[::-1]:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-    return bool(os.stat(path).st_mode & stat.S_IROTH)
-
-
-def _reachable_by_others(path: Path) -> bool:
+def _open_to_others(path: Path, bits: int) -> bool:
+    """Whether a user with no special rights can reach ``path`` (every parent searchable by
+    others) and has ``bits`` (of ``stat.S_IROTH | S_IXOTH``) on it; False if it is missing."""
     path = path.resolve()
     try:
-        for parent in list(path.parents)[::-1]:
-            if not os.stat(parent).st_mode & stat.S_IXOTH:
-                return False
-        mode = os.stat(path).st_mode
+        if any(not os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents):
+            return False
+        return bool(os.stat(path).st_mode & bits)
     except FileNotFoundError:
         return False
-    return bool(mode & (stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)))
 
 
 def _works(argv: list[str]) -> bool:
@@ -125,8 +115,8 @@ class Sandbox:
         os.chmod(work, 0o700)
         return work
 
-    def command(self, workdir: Path, args: list[str], slot: int) -> tuple[list[str], dict, object]:
-        """(argv, env, preexec_fn) that runs the worker on ``args`` inside the sandbox."""
+    def command(self, workdir: Path, args: list[str], slot: int) -> tuple[list[str], dict]:
+        """(argv, env) that runs the worker on ``args`` inside the sandbox."""
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1"}
@@ -149,7 +139,7 @@ class Sandbox:
             for path in self._read_only():
                 argv += ["--ro-bind", path, path]
             argv += ["--bind", str(workdir), SANDBOX_WORK, "--chdir", SANDBOX_WORK, "--"]
-            return argv + python + args, {}, None
+            return argv + python + args, {}
         env.update(HOME=str(workdir), TMPDIR=str(workdir))
         if self.mode == "uid":
             uid = UID_BASE + slot
@@ -159,8 +149,8 @@ class Sandbox:
             prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"] \
                 if self.unshare else []
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
-            return prefix + python + args, env, None
-        return python + args, env, None
+            return prefix + python + args, env
+        return python + args, env
 
     def _read_only(self) -> list[str]:
         paths = {str(Path(sys.base_prefix).resolve()), str(Path(sys.prefix).resolve()),
@@ -212,12 +202,13 @@ def make_sandbox(mode: str = "auto", allow_same_user: bool = False,
             sandbox.notes.append("the kernel refused new namespaces: workers share the network "
                                  "and see other processes (they cannot signal them)")
         problems = [str(p) for p in [Path(sys.executable), *map(Path, sandbox.paths)]
-                    if p.exists() and not _world_readable_chain(p)]
+                    if p.exists() and not _open_to_others(p, stat.S_IROTH)]
         if problems:
             sandbox.close()
             raise SandboxError("--sandbox uid: the worker's user cannot read "
                                + ", ".join(problems) + " (make them readable by others, or use bwrap)")
-        exposed = [str(p) for p in [INSTRUCTOR, *(private or [])] if _reachable_by_others(Path(p))]
+        exposed = [str(p) for p in map(Path, [INSTRUCTOR, *(private or [])])
+                   if _open_to_others(p, stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))]
         if exposed:
             sandbox.close()
             raise SandboxError("--sandbox uid: these are readable by other users, so a submission "
