@@ -12,6 +12,9 @@ The package is organised in the order the course teaches:
 - ``transformer`` encoder and decoder blocks, the three attention flavours (chapter 7)
 - ``decoding``    greedy and beam search, BLEU (chapters 4, 7)
 - ``trainer``     a generic trainer with the performance switches in one place
+- ``callbacks``   what the trainer does around its loop: printing, curves, early stopping,
+                  checkpoints
+- ``schedules``   learning-rate schedules: the Transformer paper's, warm-up then cosine
 - ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, Hugging Face loader (chapter 9)
 - ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
 - ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
@@ -51,8 +54,10 @@ from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSe
                           make_transformer)
 from .decoding import Hypotheses, Hypothesis, beam_search, bleu, corpus_bleu, greedy_search
 from .experiments import SweepResult, sweep
-from .trainer import (Callback, Checkpoint, EarlyStopping, EvaluateEvery, LossCurve, PrintMetrics, Trainer,
-                      TrainerConfig, transformer_schedule, warmup_cosine_schedule)
+from .callbacks import (Callback, Checkpoint, EarlyStopping, EvaluateEvery, LossCurve,
+                        PrintMetrics)
+from .schedules import transformer_schedule, warmup_cosine_schedule
+from .trainer import Trainer, TrainerConfig
 from .gpt import (GPT, GPTBlock, GPTConfig, gpt_config_from_huggingface, gpt_from_huggingface,
                   lm_loss, top_k_filter, top_p_filter)
 from .bert import (BERTBatch, BERTConfig, BERTEncoder, BERTLoss, BERTModel, BERTPretrainingData,

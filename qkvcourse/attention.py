@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ._validate import (check_dim_match, check_floating, check_mask, check_same_device,
                         check_same_dtype, check_tensor, check_valid_lens, shape_str)
-from .masking import causal_mask, masked_softmax, valid_lens_to_mask
+from .masking import causal_mask, lens_mask, masked_softmax, valid_lens_to_mask
 
 _BACKENDS = ("auto", "explicit", "fused")
 _backend = "auto"
@@ -168,6 +168,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         ``output (..., L, Ev)``, or ``(output, weights (..., L, S))`` if ``need_weights``.
         Queries that can attend to no key get a zero output (and zero weights).
     """
+    _check_sdpa_args(query, key, value, attn_mask, dropout_p, scale)
+    return _attend(query, key, value, attn_mask, dropout_p, is_causal, scale, need_weights)
+
+
+def _check_sdpa_args(query, key, value, attn_mask, dropout_p, scale) -> None:
     _check_qkv(query, key, value)
     L, S = query.size(-2), key.size(-2)
     if attn_mask is not None:
@@ -175,11 +180,18 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         if attn_mask.is_floating_point() and attn_mask.dtype != query.dtype:
             raise TypeError(f"a floating attn_mask must have the query's dtype {query.dtype}, "
                             f"got {attn_mask.dtype} with shape {shape_str(attn_mask)}")
-        attn_mask = attn_mask.to(query.device)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must lie in [0, 1), got {dropout_p}")
     if scale is not None and not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
+
+
+def _attend(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, dropout_p: float,
+            is_causal: bool, scale: float | None, need_weights: bool):
+    """:func:`scaled_dot_product_attention` without argument checks (callers have made them)."""
+    L, S = query.size(-2), key.size(-2)
+    if attn_mask is not None:
+        attn_mask = attn_mask.to(query.device)
     if is_causal and attn_mask is None and use_fused_path(need_weights):
         # Causal and nothing else: PyTorch's own flag (top-left aligned, like causal_mask)
         # lets FlashAttention kernels skip the masked tiles. No row is ever fully masked:
@@ -212,24 +224,42 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
 
 def _mask_from_valid_lens(valid_lens: Tensor | None, attn_mask: Tensor | None,
                           queries: Tensor, keys: Tensor) -> Tensor | None:
-    """Turn d2l-style ``valid_lens`` into a boolean mask broadcastable to the scores.
+    """Turn d2l-style ``valid_lens`` into a boolean mask broadcastable to the scores (no checks:
+    see :func:`check_attention_inputs`).
 
     ``queries`` is ``(B, L, E)`` or ``(B, H, L, E)``; the mask comes back as
     ``(B, 1|L, S)`` or ``(B, 1, 1|L, S)``, combined with ``attn_mask`` if given.
     """
     if valid_lens is None:
         return attn_mask
-    B, L, S = queries.shape[0], queries.shape[-2], keys.shape[-2]
-    check_valid_lens(valid_lens, B, L, S, scores_name="queries")
-    mask = valid_lens_to_mask(valid_lens.to(queries.device), S)  # (B, 1|L, S)
+    mask = lens_mask(valid_lens.to(queries.device), keys.shape[-2])  # (B, 1|L, S)
     if queries.dim() == 4:
         mask = mask.unsqueeze(1)  # (B, 1, 1|L, S): one set of lengths for every head
     if attn_mask is None:
         return mask
-    check_mask("attn_mask", attn_mask, (*queries.shape[:-2], L, S))
     if attn_mask.dtype == torch.bool:
         return mask & attn_mask
     return attn_mask.masked_fill(~mask, float("-inf"))
+
+
+def check_attention_inputs(queries: Tensor, keys: Tensor, values: Tensor,
+                           valid_lens: Tensor | None, attn_mask: Tensor | None) -> None:
+    """The checks of :class:`DotProductAttention` (and of multi-head attention after its
+    projections): ``(B, [H,] L, E)`` queries, matching keys and values, valid lengths and a
+    mask that fit the scores ``(B, [H,] L, S)``."""
+    _check_qkv(queries, keys, values, names=("queries", "keys", "values"))
+    if queries.dim() not in (3, 4):
+        raise ValueError(f"queries must be 3-D (B, L, E) or 4-D (B, H, L, E), "
+                         f"got shape {shape_str(queries)}")
+    B, L, S = queries.shape[0], queries.shape[-2], keys.shape[-2]
+    if valid_lens is not None:
+        check_valid_lens(valid_lens, B, L, S, scores_name="queries")
+    if attn_mask is not None:
+        check_mask("attn_mask", attn_mask, (*queries.shape[:-2], L, S))
+        if attn_mask.is_floating_point() and attn_mask.dtype != queries.dtype:
+            raise TypeError(f"a floating attn_mask must have the queries' dtype "
+                            f"{queries.dtype}, got {attn_mask.dtype} with shape "
+                            f"{shape_str(attn_mask)}")
 
 
 class DotProductAttention(nn.Module):
@@ -251,16 +281,17 @@ class DotProductAttention(nn.Module):
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
-        _check_qkv(queries, keys, values, names=("queries", "keys", "values"))
-        if queries.dim() not in (3, 4):
-            raise ValueError(f"queries must be 3-D (B, L, E) or 4-D (B, H, L, E), "
-                             f"got shape {shape_str(queries)}")
+        check_attention_inputs(queries, keys, values, valid_lens, attn_mask)
+        return self.attend(queries, keys, values, valid_lens, attn_mask, is_causal, need_weights)
+
+    def attend(self, queries: Tensor, keys: Tensor, values: Tensor,
+               valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
+               is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
+        """:meth:`forward` without argument checks, for layers that have checked them."""
         need_weights = self.need_weights if need_weights is None else need_weights
         mask = _mask_from_valid_lens(valid_lens, attn_mask, queries, keys)
         p = self.dropout.p if self.training else 0.0
-        result = scaled_dot_product_attention(queries, keys, values, attn_mask=mask,
-                                              dropout_p=p, is_causal=is_causal,
-                                              need_weights=need_weights)
+        result = _attend(queries, keys, values, mask, p, is_causal, None, need_weights)
         if need_weights:
             out, self.attention_weights = result
             return out
@@ -294,6 +325,15 @@ class AdditiveAttention(nn.Module):
 
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 valid_lens: Tensor | None = None) -> Tensor:
+        self._check_inputs(queries, keys, values)  # valid_lens: checked by masked_softmax
+        q, k = self.W_q(queries), self.W_k(keys)  # (B, L, h), (B, S, h)
+        # Every query meets every key: (B, L, 1, h) + (B, 1, S, h) -> (B, L, S, h)
+        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))
+        scores = self.w_v(features).squeeze(-1)  # (B, L, S)
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return self.dropout(self.attention_weights) @ values  # (B, L, Ev)
+
+    def _check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
         for name, t in (("queries", queries), ("keys", keys), ("values", values)):
             check_tensor(name, t, ndim=3)
             check_floating(name, t)
@@ -307,9 +347,3 @@ class AdditiveAttention(nn.Module):
                     and t.shape[-1] != layer.in_features:
                 raise ValueError(f"{name} must have {layer.in_features} features (last "
                                  f"dimension), got shape {shape_str(t)}")
-        q, k = self.W_q(queries), self.W_k(keys)  # (B, L, h), (B, S, h)
-        # Every query meets every key: (B, L, 1, h) + (B, 1, S, h) -> (B, L, S, h)
-        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))
-        scores = self.w_v(features).squeeze(-1)  # (B, L, S)
-        self.attention_weights = masked_softmax(scores, valid_lens)
-        return self.dropout(self.attention_weights) @ values  # (B, L, Ev)

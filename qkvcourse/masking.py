@@ -45,6 +45,11 @@ def valid_lens_to_mask(valid_lens: Tensor, num_keys: int) -> Tensor:
         ``(B, Q, K)`` for 2-D; entry ``[b, i, j]`` is ``j < valid_lens[b(, i)]``.
     """
     _check_lens_for_mask(valid_lens, num_keys)
+    return lens_mask(valid_lens, num_keys)
+
+
+def lens_mask(valid_lens: Tensor, num_keys: int) -> Tensor:
+    """:func:`valid_lens_to_mask` without argument checks, for callers that have made them."""
     positions = torch.arange(num_keys, device=valid_lens.device)  # (K,)
     if valid_lens.dim() == 1:
         return positions < valid_lens[:, None, None]  # (B, 1, K)
@@ -88,7 +93,7 @@ def masked_softmax(X: Tensor, valid_lens: Tensor | None = None, mask: Tensor | N
             )
         B, Q, K = X.shape[0], X.shape[-2], X.shape[-1]
         check_valid_lens(valid_lens, B, Q, K, scores_name="X")
-        keep = valid_lens_to_mask(valid_lens.to(X.device), K)  # (B, 1|Q, K)
+        keep = lens_mask(valid_lens.to(X.device), K)  # (B, 1|Q, K)
         if X.dim() == 4:
             keep = keep.unsqueeze(1)  # (B, 1, 1|Q, K): the same lengths for every head
     if mask is not None:

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import check_dim_match, check_floating, check_size, check_tensor, shape_str
+from ._validate import (check_dim_match, check_floating, check_mask, check_size, check_tensor,
+                        check_valid_lens, shape_str)
 from .attention import DotProductAttention
 
 
@@ -43,6 +44,10 @@ def _split(X: Tensor, num_heads: int) -> Tensor:  # split_heads without the chec
 def merge_heads(X: Tensor) -> Tensor:
     """``(B, H, T, D)`` -> ``(B, T, H*D)``, the inverse of :func:`split_heads`."""
     check_tensor("X", X, ndim=4)
+    return _merge(X)
+
+
+def _merge(X: Tensor) -> Tensor:  # merge_heads without the checks (inner layers)
     B, H, T, D = X.shape
     return X.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H*D)
 
@@ -248,7 +253,8 @@ class MultiHeadAttention(nn.Module):
         """``(B, H, L, S)`` from the last forward pass run with weights, else None."""
         return self.attention.attention_weights
 
-    def _check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
+    def _check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor,
+                      valid_lens: Tensor | None, attn_mask: Tensor | None) -> None:
         for name, t, layer in (("queries", queries, self.W_q), ("keys", keys, self.W_k),
                                ("values", values, self.W_v)):
             check_tensor(name, t, ndim=3)
@@ -259,6 +265,15 @@ class MultiHeadAttention(nn.Module):
         check_dim_match("queries", queries, 0, "keys", keys, 0, "batch sizes")
         check_dim_match("keys", keys, 0, "values", values, 0, "batch sizes")
         check_dim_match("keys", keys, 1, "values", values, 1, "numbers of key-value pairs")
+        B, L, S = queries.shape[0], queries.shape[1], keys.shape[1]
+        if valid_lens is not None:
+            check_valid_lens(valid_lens, B, L, S, scores_name="queries")
+        if attn_mask is not None:
+            check_mask("attn_mask", attn_mask, (B, self.num_heads, L, S))
+            if attn_mask.is_floating_point() and attn_mask.dtype != queries.dtype:
+                raise TypeError(f"a floating attn_mask must have the queries' dtype "
+                                f"{queries.dtype}, got {attn_mask.dtype} with shape "
+                                f"{shape_str(attn_mask)}")
 
     def project(self, queries: Tensor, keys: Tensor, values: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -279,8 +294,15 @@ class MultiHeadAttention(nn.Module):
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
-        self._check_inputs(queries, keys, values)
+        self._check_inputs(queries, keys, values, valid_lens, attn_mask)
+        return self.attend(queries, keys, values, valid_lens, attn_mask, is_causal, need_weights)
+
+    def attend(self, queries: Tensor, keys: Tensor, values: Tensor,
+               valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
+               is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
+        """:meth:`forward` without argument checks: what the Transformer's layers call, their
+        model having checked its inputs once."""
         q, k, v = self.project(queries, keys, values)  # (B, H, L|S, D)
-        out = self.attention(q, k, v, valid_lens, attn_mask=attn_mask, is_causal=is_causal,
-                             need_weights=need_weights)  # (B, H, L, D)
-        return self.W_o(merge_heads(out))  # (B, L, N)
+        out = self.attention.attend(q, k, v, valid_lens, attn_mask, is_causal,
+                                    need_weights)  # (B, H, L, D)
+        return self.W_o(_merge(out))  # (B, L, N)

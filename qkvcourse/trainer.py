@@ -10,7 +10,9 @@ serves them all. A task supplies
 
 and the :class:`Trainer` does the rest: it moves every tensor of a (nested) batch to
 the device, steps the optimiser and the learning-rate schedule, clips gradients,
-evaluates, checkpoints, and calls :class:`Callback` objects for logging and plots.
+evaluates, checkpoints, and calls callbacks for logging and plots (the
+:class:`~qkvcourse.callbacks.Callback` objects of :mod:`qkvcourse.callbacks`). The
+learning-rate schedules it steps are in :mod:`qkvcourse.schedules`.
 
 The trainer owns the performance switches, chosen once in :meth:`Trainer._prepare`
 and recorded in ``trainer.settings``; each turns itself off where it does not apply:
@@ -64,8 +66,10 @@ it is. What changes in a distributed run:
   are averaged over all ranks, so every rank holds the same history and metrics;
   ``on_train_batch_end`` receives the loss of this rank's batch.
 - Only rank 0 shows the progress bar and runs callbacks, except those whose
-  ``all_ranks`` is True (:class:`EarlyStopping`, which decides from averaged metrics).
-  :class:`PrintMetrics`, :class:`LossCurve` and :class:`Checkpoint` run on rank 0.
+  ``all_ranks`` is True (:class:`~qkvcourse.callbacks.EarlyStopping`, which decides from
+  averaged metrics). :class:`~qkvcourse.callbacks.PrintMetrics`,
+  :class:`~qkvcourse.callbacks.LossCurve` and :class:`~qkvcourse.callbacks.Checkpoint` run
+  on rank 0.
   ``should_stop`` is agreed between the ranks at the next ``log_every`` point (or the
   end of the epoch), so all stop after the same step.
 - :meth:`Trainer.save_checkpoint` writes on rank 0 only (other ranks return at once);
@@ -80,7 +84,6 @@ import atexit
 import dataclasses
 import gc
 import importlib.util
-import io
 import math
 import os
 import random
@@ -95,10 +98,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from . import distributed as ddp_utils
 from ._validate import shape_str, value_checks_enabled
+from .callbacks import Callback, _in_notebook
 from .multihead import clip_gradients
 from .utils import get_device, seed_everything
 
@@ -199,327 +202,6 @@ def _first_tensor(batch: Any) -> Tensor | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# learning-rate schedules
-# ---------------------------------------------------------------------------------------------
-
-def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
-                         warmup_steps: int = 4000) -> LambdaLR:
-    """The learning rate of the Transformer paper (Vaswani et al., 2017, eq. 3).
-
-    The rate for optimiser step ``step_num`` (1, 2, ...) is::
-
-        lrate = d_model^-0.5 * min(step_num^-0.5, step_num * warmup_steps^-1.5)
-
-    a linear increase for ``warmup_steps`` steps, peaking at ``(d_model *
-    warmup_steps)^-0.5`` on step ``warmup_steps``, then a decay proportional to
-    the inverse square root of the step number.
-
-    ``LambdaLR`` multiplies the optimiser's own learning rate by this factor, so
-    create the optimiser with ``lr=1.0`` to get the paper's values (another value
-    scales the whole curve). The paper uses Adam with ``betas=(0.9, 0.98)`` and
-    ``eps=1e-9``. Step the schedule once per optimiser step (the
-    :class:`Trainer` does).
-
-    Args:
-        optimizer: the optimiser whose learning rate is set.
-        d_model: the model width (512 in the paper's base model).
-        warmup_steps: steps of linear warm-up (4000 in the paper).
-
-    Returns:
-        A ``LambdaLR``; its ``get_last_lr()`` is the rate of the next optimiser step.
-    """
-    if not isinstance(d_model, int) or d_model < 1:
-        raise ValueError(f"d_model must be a positive integer, got {d_model!r}")
-    if not isinstance(warmup_steps, int) or warmup_steps < 1:
-        raise ValueError(f"warmup_steps must be a positive integer, got {warmup_steps!r}")
-
-    def factor(scheduler_steps: int) -> float:
-        step_num = scheduler_steps + 1  # LambdaLR counts from 0, the paper from 1
-        return d_model ** -0.5 * min(step_num ** -0.5, step_num * warmup_steps ** -1.5)
-
-    return LambdaLR(optimizer, factor)
-
-
-def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                           total_steps: int, min_ratio: float = 0.0) -> LambdaLR:
-    """Linear warm-up, then cosine decay (the usual schedule for GPT and BERT-style models).
-
-    For optimiser step ``k`` (1, 2, ...) the optimiser's learning rate is multiplied by::
-
-        k / warmup_steps                                     if k <= warmup_steps
-        min_ratio + (1 - min_ratio) * (1 + cos(pi * p)) / 2  otherwise, where
-        p = min(1, (k - warmup_steps) / (total_steps - warmup_steps))
-
-    so the factor reaches 1 on step ``warmup_steps`` and ``min_ratio`` on step
-    ``total_steps``, and stays there afterwards.
-
-    Args:
-        optimizer: the optimiser whose learning rate is set (its ``lr`` is the peak).
-        warmup_steps: steps of linear warm-up (0: start at the peak).
-        total_steps: the step at which the decay ends.
-        min_ratio: the final learning rate as a fraction of the peak.
-
-    Returns:
-        A ``LambdaLR``, to be stepped once per optimiser step.
-    """
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-    if not isinstance(total_steps, int) or total_steps <= warmup_steps:
-        raise ValueError(f"total_steps must be an integer > warmup_steps ({warmup_steps}), "
-                         f"got {total_steps!r}")
-    if not 0.0 <= min_ratio <= 1.0:
-        raise ValueError(f"min_ratio must lie in [0, 1], got {min_ratio!r}")
-
-    def factor(scheduler_steps: int) -> float:
-        k = scheduler_steps + 1
-        if k <= warmup_steps:
-            return k / warmup_steps
-        progress = min(1.0, (k - warmup_steps) / (total_steps - warmup_steps))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------------------------------------
-# callbacks
-# ---------------------------------------------------------------------------------------------
-
-class Callback:
-    """Base class of callbacks; override the hooks you need. Hooks are called in this order::
-
-        on_fit_start(trainer)
-        on_train_batch_end(trainer, step, loss)      after every optimiser step
-        on_epoch_end(trainer, epoch, metrics)        after each epoch (and its evaluation)
-        on_fit_end(trainer)
-
-    A callback can stop training by setting ``trainer.should_stop = True``: the
-    trainer stops after the current step (in a distributed run, after the next step
-    at which the ranks agree: a multiple of ``log_every``, or the end of the epoch).
-
-    In a distributed run a callback runs on rank 0 only, unless its class sets
-    ``all_ranks = True``; such a callback sees the same metrics on every rank.
-    """
-
-    all_ranks: bool = False  # run on every process of a distributed run, not only rank 0
-
-    def on_fit_start(self, trainer: "Trainer") -> None:
-        pass
-
-    def on_train_batch_end(self, trainer: "Trainer", step: int, loss: Tensor) -> None:
-        """``step`` counts optimiser steps from 1; ``loss`` is the batch's loss as a
-        detached 0-dim tensor on the training device (``float(loss)`` reads it, which
-        makes the CPU wait for the GPU)."""
-
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None:
-        """``epoch`` counts from 1; ``metrics`` holds ``epoch``, ``step``, ``train_loss``
-        (mean over the epoch), ``lr`` and, with a validation loader, ``val_loss``.
-        Callbacks earlier in the list may add entries that later ones see."""
-
-    def on_fit_end(self, trainer: "Trainer") -> None:
-        pass
-
-
-class PrintMetrics(Callback):
-    """Prints one line per epoch (every ``every`` epochs, and the last).
-
-    A line reads like
-    ``epoch  3/10  step    120  train_loss 0.4321  val_loss 0.5123  lr 1.00e-03``.
-    """
-
-    def __init__(self, every: int = 1):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        self.every = every
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        last = epoch == trainer.config.max_epochs or trainer.should_stop or (
-            trainer.config.max_steps is not None and trainer.step >= trainer.config.max_steps)
-        if epoch % self.every and not last:
-            return
-        width = len(str(trainer.config.max_epochs))
-        parts = [f"epoch {epoch:>{width}}/{trainer.config.max_epochs}",
-                 f"step {metrics['step']:>6}"]
-        for name, value in metrics.items():
-            if name in ("epoch", "step"):
-                continue
-            if isinstance(value, float):
-                parts.append(f"{name} {value:.2e}" if name == "lr" else f"{name} {value:.4f}")
-            else:
-                parts.append(f"{name} {value}")
-        print("  ".join(parts))
-
-
-class EvaluateEvery(Callback):
-    """Records ``metric(trainer)`` every ``every`` optimiser steps (and after the last step).
-
-    ``steps`` and ``values`` hold the record, for a learning curve of a metric other than the
-    loss, e.g. ``EvaluateEvery(lambda t: evaluate_classifier(t.model, val_loader), every=50)``
-    or ``EvaluateEvery(lambda t: t.evaluate(val_loader), every=100)``.
-    """
-
-    def __init__(self, metric: Callable[["Trainer"], float], every: int):
-        if not callable(metric):
-            raise TypeError(f"metric must be callable, got {type(metric).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        self.metric, self.every = metric, every
-        self.steps: list[int] = []
-        self.values: list[float] = []
-
-    def _record(self, trainer, step):
-        if not self.steps or self.steps[-1] != step:
-            self.steps.append(step)
-            self.values.append(float(self.metric(trainer)))
-
-    def on_train_batch_end(self, trainer, step, loss):
-        if step % self.every == 0:
-            self._record(trainer, step)
-
-    def on_fit_end(self, trainer):
-        if trainer.step:
-            self._record(trainer, trainer.step)
-
-
-class LossCurve(Callback):
-    """Training and validation loss against the optimiser step.
-
-    ``plot()`` draws the recorded curves (call it after ``fit``). With ``live=True``
-    the figure is redrawn in a Jupyter notebook after every epoch, and every
-    ``live_every_steps`` steps if given. Each drawing replaces the previous one in
-    place (an updatable display), so other output of the cell, such as the lines of
-    :class:`PrintMetrics`, stays. Outside a notebook ``live`` does nothing.
-
-    The training curve has one point per ``TrainerConfig.log_every`` steps (the mean
-    loss over those steps); the validation curve one point per epoch.
-    """
-
-    def __init__(self, live: bool = False, live_every_steps: int | None = None,
-                 figsize: tuple[float, float] = (5.0, 3.0), logy: bool = False):
-        self.live, self.live_every_steps = live, live_every_steps
-        self.figsize, self.logy = figsize, logy
-        self.history: dict[str, list] = {}
-        self._trainer_history: dict[str, list] | None = None
-        self._display = None  # the notebook output that live drawings update
-
-    def on_fit_start(self, trainer):
-        self._trainer_history, self._display = trainer.history, None
-
-    def on_train_batch_end(self, trainer, step, loss):
-        if self.live and self.live_every_steps and step % self.live_every_steps == 0:
-            self._redraw()
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        self._snapshot()
-        if self.live:
-            self._redraw()
-
-    def on_fit_end(self, trainer):
-        self._snapshot()
-
-    def _snapshot(self):
-        if self._trainer_history is not None:
-            self.history = {k: list(v) for k, v in self._trainer_history.items()}
-
-    def _redraw(self):
-        if not _in_notebook():
-            return
-        from IPython.display import Image, display
-        from matplotlib.figure import Figure
-        self._snapshot()
-        if not self.history.get("train_loss"):
-            return
-        figure = Figure(figsize=self.figsize)  # not registered with pyplot: shown only here
-        self._draw(figure.add_subplot())
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        image = Image(data=buffer.getvalue(), format="png")
-        if self._display is None:
-            self._display = display(image, display_id=True)
-        else:
-            self._display.update(image)
-
-    def plot(self, ax=None):
-        """Draw the curves; returns the figure (a new one unless ``ax`` is given)."""
-        import matplotlib.pyplot as plt
-        if not self.history.get("train_loss"):
-            raise ValueError("LossCurve has nothing to plot: pass it to Trainer(callbacks=[...]) "
-                             "and call fit() first")
-        if ax is None:
-            _, ax = plt.subplots(figsize=self.figsize)
-        self._draw(ax)
-        return ax.figure
-
-    def _draw(self, ax):
-        h = self.history
-        ax.plot(h.get("step", []), h.get("train_loss", []), "-", label="train")
-        if h.get("val_loss"):
-            ax.plot(h["epoch_end_step"], h["val_loss"], "o--", label="validation")
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel("loss")
-        if self.logy:
-            ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-
-
-class EarlyStopping(Callback):
-    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
-
-    It runs on every rank of a distributed run (the metrics are averaged over the
-    ranks, so all decide alike).
-    """
-
-    all_ranks = True
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
-                 mode: str = "min"):
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
-        self.best: float | None = None
-        self.bad_epochs = 0
-
-    def on_fit_start(self, trainer):
-        self.best, self.bad_epochs = None, 0
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        if self.monitor not in metrics:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which is not among the "
-                           f"epoch's metrics {sorted(metrics)}")
-        value = metrics[self.monitor]
-        sign = 1.0 if self.mode == "min" else -1.0
-        if self.best is None or sign * (self.best - value) > self.min_delta:
-            self.best, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
-            if self.bad_epochs >= self.patience:
-                trainer.should_stop = True
-
-
-class Checkpoint(Callback):
-    """Saves a checkpoint every ``every`` epochs (and after the last one).
-
-    ``path`` may contain ``{epoch}``, e.g. ``"runs/epoch{epoch:03d}.pt"``; otherwise
-    the one file is overwritten, atomically, each time.
-    """
-
-    def __init__(self, path: str | os.PathLike, every: int = 1):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        self.path, self.every = os.fspath(path), every
-        self.saved: list[str] = []
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        last = epoch == trainer.config.max_epochs
-        if epoch % self.every == 0 or last:
-            path = self.path.format(epoch=epoch) if "{epoch" in self.path else self.path
-            trainer.save_checkpoint(path)
-            self.saved.append(path)
-
-
-# ---------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------
 
@@ -538,9 +220,11 @@ class Trainer:
         optimizer: default ``AdamW(lr=1e-3)`` (fused on CUDA), built after the model has
             been moved.
         scheduler: a learning-rate scheduler, stepped after every optimiser step (see
-            :func:`transformer_schedule`, :func:`warmup_cosine_schedule`). An
+            :func:`~qkvcourse.schedules.transformer_schedule`,
+            :func:`~qkvcourse.schedules.warmup_cosine_schedule`). An
             epoch-based schedule can be stepped from a callback's ``on_epoch_end``.
-        callbacks: :class:`Callback` objects, called in the order given.
+        callbacks: :class:`~qkvcourse.callbacks.Callback` objects, called in the order
+            given.
         config: a :class:`TrainerConfig`.
 
     Attributes:
@@ -589,98 +273,124 @@ class Trainer:
         (evaluation needs no gradient averaging, and ranks may evaluate different
         numbers of batches).
         """
-        notes: list[str] = []
+        notes: list[str] = []  # for settings["notes"]: switches turned off and why, warnings
         # distributed: decided first, because it picks the GPU of this process
         use_ddp = self._wants_ddp()
-        device = torch.device(self.config.device) if self.config.device is not None \
-            else get_device()
-        if device.type == "cuda" and device.index is None:
-            # under DDP each process on a machine drives GPU number LOCAL_RANK
-            index = ddp_utils.get_local_rank() if use_ddp else torch.cuda.current_device()
-            device = torch.device("cuda", index)
-        self.device = device
+        self.device = device = self._choose_device(use_ddp)
         self._owns_process_group = False
         if use_ddp:
-            if device.type == "cuda":
-                torch.cuda.set_device(device)  # before NCCL starts, so it binds to this GPU
-            ddp_utils.backend_for(device)  # only cpu and cuda are supported
-            self._owns_process_group = ddp_utils.init_distributed(device)
-            backend = torch.distributed.get_backend()
-            if backend == "nccl" and device.type != "cuda":
-                raise RuntimeError(f"the process group uses the nccl backend, which needs "
-                                   f"CUDA tensors, but the trainer's device is {device}")
+            self._join_process_group()
         self.distributed = use_ddp
         self.rank = ddp_utils.get_rank() if use_ddp else 0
         self.world_size = ddp_utils.get_world_size() if use_ddp else 1
         self.is_main_process = self.rank == 0
         self.model.to(device)
 
-        # precision: autocast dtype, and a gradient scaler for fp16
-        requested = self.config.precision
         capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        self.precision = self._choose_precision(capability, notes)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.grad_scaler = _make_grad_scaler() if self.precision == "fp16" else None
+
+        self.train_model: nn.Module = self.model
+        self.eval_model: nn.Module = self.model
+        if use_ddp:
+            self._wrap_in_ddp(notes)
+        compiled = self._compile(capability, notes) if self.config.compile else False
+        if self.optimizer is None:
+            self.optimizer = self._default_optimizer()
+        self.settings = self._settings(compiled, notes)
+
+    def _choose_device(self, use_ddp: bool) -> torch.device:
+        """``config.device``, else :func:`qkvcourse.get_device`; a CUDA device without an
+        index becomes the current GPU, or under DDP GPU number ``LOCAL_RANK`` (each
+        process on a machine drives its own GPU)."""
+        device = torch.device(self.config.device) if self.config.device is not None \
+            else get_device()
+        if device.type == "cuda" and device.index is None:
+            index = ddp_utils.get_local_rank() if use_ddp else torch.cuda.current_device()
+            device = torch.device("cuda", index)
+        return device
+
+    def _join_process_group(self) -> None:
+        """Bind this process to its GPU, then join the process group (creating it from
+        torchrun's environment when the script has not)."""
+        device = self.device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # before NCCL starts, so it binds to this GPU
+        ddp_utils.backend_for(device)  # only cpu and cuda are supported
+        self._owns_process_group = ddp_utils.init_distributed(device)
+        backend = torch.distributed.get_backend()
+        if backend == "nccl" and device.type != "cuda":
+            raise RuntimeError(f"the process group uses the nccl backend, which needs "
+                               f"CUDA tensors, but the trainer's device is {device}")
+
+    def _choose_precision(self, capability: tuple[int, int] | None, notes: list[str]) -> str:
+        """The precision of the forward pass: "fp32" off CUDA; with "auto", bf16 where the
+        tensor cores support it natively, fp16 (with loss scaling) on older tensor-core
+        GPUs, fp32 on GPUs without tensor cores."""
+        requested, device = self.config.precision, self.device
         if device.type != "cuda":
-            precision = "fp32"
             if requested in ("bf16", "fp16"):
                 notes.append(f"precision={requested!r} needs CUDA; using fp32 on {device.type}")
-        elif requested == "auto":
-            # bf16 where the tensor cores support it natively, fp16 (with loss
-            # scaling) on older tensor-core GPUs, fp32 on GPUs without tensor cores
-            precision = "bf16" if capability >= (8, 0) else "fp16" if capability >= (7, 0) \
+            return "fp32"
+        if requested == "auto":
+            return "bf16" if capability >= (8, 0) else "fp16" if capability >= (7, 0) \
                 else "fp32"
-        elif requested == "bf16" and not torch.cuda.is_bf16_supported():
-            precision = "fp32"
+        if requested == "bf16" and not torch.cuda.is_bf16_supported():
             name = torch.cuda.get_device_name(device)
             notes.append(f"precision='bf16' is not supported on {name}; using fp32")
-        else:
-            precision = requested
-        self.precision = precision
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.grad_scaler = _make_grad_scaler() if precision == "fp16" else None
+            return "fp32"
+        return requested
 
-        # DDP: gradients are averaged over the ranks during the backward pass
-        self.train_model: nn.Module = self.model
-        if use_ddp:
-            self.train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=self.config.find_unused_parameters)
-            _ddp_trainers.add(self)
-            if self.is_main_process and not ddp_utils.is_sharded(self.train_loader):
-                message = ("train_loader is a DataLoader without a DistributedSampler: every "
-                           "rank reads the whole data set; build it with "
-                           "qkvcourse.distributed.distributed_loader")
-                notes.append(message)
-                warnings.warn(message, stacklevel=3)
-        self.eval_model: nn.Module = self.model
+    def _wrap_in_ddp(self, notes: list[str]) -> None:
+        """Wrap the training model in DDP, which averages the gradients over the ranks
+        during the backward pass; warn (on rank 0) when the loader is not sharded."""
+        device = self.device
+        self.train_model = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=self.config.find_unused_parameters)
+        _ddp_trainers.add(self)
+        if self.is_main_process and not ddp_utils.is_sharded(self.train_loader):
+            message = ("train_loader is a DataLoader without a DistributedSampler: every "
+                       "rank reads the whole data set; build it with "
+                       "qkvcourse.distributed.distributed_loader")
+            notes.append(message)
+            # 4 levels up: _wrap_in_ddp, _prepare, __init__, the line that built the Trainer
+            warnings.warn(message, stacklevel=4)
 
-        # torch.compile: only on CUDA, where Triton generates the kernels; it wraps the
-        # DDP module (not the other way round), so that compiled graphs break at the
-        # gradient buckets and communication overlaps the backward pass
-        compiled = False
-        if self.config.compile:
-            if device.type != "cuda":
-                notes.append(f"compile=True ignored: torch.compile is used only on CUDA, "
-                             f"not on {device.type}")
-            elif capability < (7, 0):
-                notes.append("compile=True ignored: Triton needs compute capability >= 7.0")
-            else:
-                self.train_model = torch.compile(self.train_model)
-                self.eval_model = torch.compile(self.model) if use_ddp else self.train_model
-                compiled = True
+    def _compile(self, capability: tuple[int, int] | None, notes: list[str]) -> bool:
+        """``torch.compile`` the models, only on CUDA, where Triton generates the kernels;
+        returns whether it did. It wraps the DDP module (not the other way round), so
+        that compiled graphs break at the gradient buckets and communication overlaps
+        the backward pass."""
+        if self.device.type != "cuda":
+            notes.append(f"compile=True ignored: torch.compile is used only on CUDA, "
+                         f"not on {self.device.type}")
+            return False
+        if capability < (7, 0):
+            notes.append("compile=True ignored: Triton needs compute capability >= 7.0")
+            return False
+        self.train_model = torch.compile(self.train_model)
+        self.eval_model = torch.compile(self.model) if self.distributed else self.train_model
+        return True
 
-        # optimiser: fused AdamW on CUDA (one kernel for all parameters)
-        if self.optimizer is None:
-            fused = device.type == "cuda" and all(
-                p.is_floating_point() for p in self.model.parameters())
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3,
-                                               **({"fused": True} if fused else {}))
-        self.settings = {
-            "device": str(device),
-            "precision": precision,
+    def _default_optimizer(self) -> torch.optim.Optimizer:
+        """``AdamW(lr=1e-3)``, fused on CUDA (one kernel for all parameters)."""
+        fused = self.device.type == "cuda" and all(
+            p.is_floating_point() for p in self.model.parameters())
+        return torch.optim.AdamW(self.model.parameters(), lr=1e-3,
+                                 **({"fused": True} if fused else {}))
+
+    def _settings(self, compiled: bool, notes: list[str]) -> dict:
+        """What :meth:`_prepare` chose, for ``trainer.settings``."""
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
             "autocast_dtype": None if self.autocast_dtype is None else str(self.autocast_dtype),
             "grad_scaler": self.grad_scaler is not None,
             "compile": compiled,
             "fused_optimizer": bool(self.optimizer.defaults.get("fused")),
-            "distributed": None if not use_ddp else {
+            "distributed": None if not self.distributed else {
                 "backend": torch.distributed.get_backend(), "rank": self.rank,
                 "world_size": self.world_size, "local_rank": ddp_utils.get_local_rank()},
             "notes": notes,
@@ -794,9 +504,27 @@ class Trainer:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
 
     def _train_epoch(self, bar, callbacks: list[Callback]) -> None:
+        """One pass over ``train_loader`` (shorter when training stops), then the epoch's
+        evaluation, history entry and callbacks."""
         start = time.perf_counter()
         self.model.train()
         ddp_utils.set_sampler_epoch(self.train_loader, self.epoch)  # a new shuffle per epoch
+        loss_sum, examples, lr = self._train_steps(bar, callbacks)
+        self.epoch += 1
+        metrics = self._epoch_metrics(loss_sum, examples, lr)
+        self._record_epoch(metrics, seconds=time.perf_counter() - start)
+        for callback in callbacks:
+            callback.on_epoch_end(self, self.epoch, metrics)
+        if self.distributed:  # a stop asked for on any rank stops every rank
+            flag = torch.tensor([float(self.should_stop)], device=self.device)
+            self.should_stop = bool(ddp_utils.all_reduce_sum(flag).item() > 0)
+
+    def _train_steps(self, bar, callbacks: list[Callback]) -> tuple[Tensor, int, float]:
+        """The optimiser steps of one epoch.
+
+        The losses are added up on the device and read back once per ``log_every``
+        steps, by :meth:`_log_window`. Returns the sum of the batch losses weighted by
+        batch size, the number of examples, and the learning rate of the last step."""
         zero = torch.zeros((), device=self.device)
         window_sum, window_steps = zero.clone(), 0  # the loss stays on the device between logs
         epoch_sum, epoch_examples, epoch_steps = zero.clone(), 0, 0
@@ -826,28 +554,31 @@ class Trainer:
             raise ValueError("train_loader yielded no batches")
         if window_steps:
             self._log_window(window_sum, window_steps, lr, bar)
-        self.epoch += 1
-        if self.distributed:  # the mean over every example of every rank
-            totals = torch.stack([epoch_sum.double(), torch.tensor(
-                float(epoch_examples), dtype=torch.float64, device=self.device)])
-            epoch_sum, epoch_examples = ddp_utils.all_reduce_sum(totals).tolist()
+        return epoch_sum, epoch_examples, lr
+
+    def _epoch_metrics(self, loss_sum: Tensor, examples: int, lr: float) -> dict:
+        """What ``on_epoch_end`` receives: the epoch's mean training loss (over every
+        example of every rank), the validation loss when there is one, and ``lr``."""
+        if self.distributed:
+            totals = torch.stack([loss_sum.double(), torch.tensor(
+                float(examples), dtype=torch.float64, device=self.device)])
+            loss_sum, examples = ddp_utils.all_reduce_sum(totals).tolist()
         metrics = {"epoch": self.epoch, "step": self.step,
-                   "train_loss": float(epoch_sum) / epoch_examples}
+                   "train_loss": float(loss_sum) / examples}
         if self.val_loader is not None and self.config.eval_every_epoch:
             metrics["val_loss"] = self.evaluate(self.val_loader)
         metrics["lr"] = lr
+        return metrics
+
+    def _record_epoch(self, metrics: dict, seconds: float) -> None:
+        """Append the epoch's entries to ``history``."""
         h = self.history
         h["epoch"].append(self.epoch)
         h["epoch_end_step"].append(self.step)
         h["epoch_train_loss"].append(metrics["train_loss"])
         if "val_loss" in metrics:
             h["val_loss"].append(metrics["val_loss"])
-        h["epoch_seconds"].append(time.perf_counter() - start)
-        for callback in callbacks:
-            callback.on_epoch_end(self, self.epoch, metrics)
-        if self.distributed:  # a stop asked for on any rank stops every rank
-            flag = torch.tensor([float(self.should_stop)], device=self.device)
-            self.should_stop = bool(ddp_utils.all_reduce_sum(flag).item() > 0)
+        h["epoch_seconds"].append(seconds)
 
     def _optimiser_step(self, batch: Any) -> Tensor:
         """Forward, backward, clip, step; returns the detached float32 loss.
@@ -1109,12 +840,3 @@ def _loader_generators(loader: Any) -> list[torch.Generator]:
         if isinstance(g, torch.Generator) and all(g is not f for f in found):
             found.append(g)
     return found
-
-
-def _in_notebook() -> bool:
-    """True inside a Jupyter kernel (including Colab), without importing IPython."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})

@@ -8,8 +8,9 @@ D = N / H per-head size (``d_k``), V vocabulary size.
 The pieces, in the order of section 3:
 
 - :class:`PositionWiseFFN`, section 3.3: ``FFN(x) = max(0, x W_1 + b_1) W_2 + b_2``.
-- :class:`AddNorm`, section 3.1: the residual connection and layer normalisation
-  around every sub-layer, ``LayerNorm(x + Sublayer(x))``.
+- :class:`Residual`, section 3.1: the residual connection and layer normalisation
+  around every sub-layer, ``LayerNorm(x + Sublayer(x))``, as one module that calls the
+  sub-layer (:class:`AddNorm` keeps d2l's form, which takes the sub-layer's output).
 - The three ways the model uses attention, section 3.2.3:
   :class:`GlobalSelfAttention` (encoder: every position sees every valid position),
   :class:`CausalSelfAttention` (decoder: position i sees 0..i; with a KV cache) and
@@ -36,6 +37,13 @@ convention (boolean True = may attend): padding as d2l-style ``valid_lens``, the
 mask as a boolean ``(T, P + T)`` mask. The fused kernel runs unless attention weights
 are requested (``need_weights``).
 
+Argument checks
+---------------
+The models (:class:`TransformerEncoder`, :class:`TransformerDecoder`) check their
+arguments once, at entry, and so does :class:`~qkvcourse.MultiHeadAttention` called on
+its own. The pieces they are built from (blocks, :class:`Residual`, the FFN and the three
+attention roles) run bare: a wrong shape given to them directly fails inside PyTorch.
+
 Dropout
 -------
 Where ``torch.nn.TransformerEncoderLayer`` puts it, so that the two agree in eval mode
@@ -59,7 +67,7 @@ from ._validate import (check_dim_match, check_floating, check_size, check_tenso
 from .attention import use_fused_path
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
 from .masking import causal_mask
-from .multihead import MultiHeadAttention, merge_heads
+from .multihead import MultiHeadAttention, _merge
 from .positional import PositionalEncoding
 
 KVCache = tuple[Tensor, Tensor]  # (keys (B, H, P, D), values (B, H, P, D)), projected
@@ -120,6 +128,21 @@ def _check_lens(name: str, lens: Tensor, seq_name: str, seq: Tensor) -> None:
                              f"{shape_str(seq)}), got values from {lo} to {hi}")
 
 
+def _check_cache(name: str, cache, B: int, H: int, D: int) -> int:
+    """``cache`` must be a pair (keys, values) of ``(B, H, P, D)`` tensors; returns P."""
+    if not (isinstance(cache, (tuple, list)) and len(cache) == 2):
+        raise TypeError(f"{name} must be a pair (keys, values) of (B, H, P, D) tensors, "
+                        f"got {type(cache).__name__}")
+    for part, t in zip(("keys", "values"), cache):
+        check_tensor(f"{name} {part}", t, ndim=4)
+        if (t.shape[0], t.shape[1], t.shape[3]) != (B, H, D):
+            raise ValueError(f"{name} {part} must have shape ({B}, {H}, P, {D}) (B, H, P, D) "
+                             f"to match the new tokens, got shape {shape_str(t)}")
+    check_dim_match(f"{name} keys", cache[0], 2, f"{name} values", cache[1], 2,
+                    "numbers of cached positions")
+    return cache[0].shape[2]
+
+
 def _check_length(name: str, tokens: Tensor, offset: int, max_len: int) -> None:
     if offset + tokens.shape[1] > max_len:
         where = f" after {offset} decoded tokens" if offset else ""
@@ -177,22 +200,19 @@ class PositionWiseFFN(nn.Module):
         self.dense2 = nn.Linear(ffn_num_hiddens, num_hiddens)  # W_2, b_2
 
     def forward(self, X: Tensor) -> Tensor:
-        _check_hidden("X", X, self.num_hiddens)
         return self.dense2(self.dropout(self.relu(self.dense1(X))))  # (B, T, N)
 
 
-class AddNorm(nn.Module):
-    """Residual connection and layer normalisation around a sub-layer, section 3.1.
+class Residual(nn.Module):
+    """A sub-layer inside its residual connection and layer normalisation, section 3.1.
 
-    Post-norm (the paper, and d2l's ``AddNorm``): ``forward(X, Y) = LayerNorm(X + Dropout(Y))``
-    where ``Y = Sublayer(X)``. Pre-norm (``norm_first=True``): the sub-layer reads
-    ``LayerNorm(X)`` instead and ``forward(X, Y) = X + Dropout(Y)``. A block therefore
-    always writes::
+    ``forward(X, sublayer, *args)`` calls ``sublayer`` once and returns
 
-        Y = sublayer(addnorm.sublayer_input(X))
-        X = addnorm(X, Y)
+    - post-norm (the paper): ``LayerNorm(X + Dropout(sublayer(X, *args)))``;
+    - pre-norm (``norm_first=True``): ``X + Dropout(sublayer(LayerNorm(X), *args))``.
 
-    and the same parameters (``ln``) serve both arrangements.
+    A sub-layer that also returns a state, as the causal self-attention returns its KV
+    cache, returns ``(Y, state)``; ``forward`` then returns ``(new X, state)``.
 
     Args:
         num_hiddens: N, the normalised feature size.
@@ -207,6 +227,24 @@ class AddNorm(nn.Module):
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.dropout = nn.Dropout(dropout)
         self.ln = nn.LayerNorm(num_hiddens, eps=eps)
+
+    def forward(self, X: Tensor, sublayer, *args):
+        out = sublayer(self.ln(X) if self.norm_first else X, *args)
+        Y, state = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        if self.norm_first:
+            X = X + self.dropout(Y)  # pre-norm: X + Dropout(Sublayer(LN(X)))
+        else:
+            X = self.ln(X + self.dropout(Y))  # post-norm: LN(X + Dropout(Sublayer(X)))
+        return (X, *state) if state else X  # (B, T, N)
+
+
+class AddNorm(Residual):
+    """d2l's ``AddNorm``: :class:`Residual` given the sub-layer's output instead of the sub-layer.
+
+    ``forward(X, Y)`` with ``Y = Sublayer(addnorm.sublayer_input(X))``: post-norm
+    ``LayerNorm(X + Dropout(Y))``, pre-norm ``X + Dropout(Y)``. The blocks use
+    :class:`Residual`; this form is kept for code written against d2l.
+    """
 
     def sublayer_input(self, X: Tensor) -> Tensor:
         """What the sub-layer reads: ``LayerNorm(X)`` in pre-norm, ``X`` itself in post-norm."""
@@ -273,8 +311,7 @@ class GlobalSelfAttention(_Attention):
 
     def forward(self, X: Tensor, valid_lens: Tensor | None = None,
                 attn_mask: Tensor | None = None) -> Tensor:
-        _check_hidden("X", X, self.num_hiddens)
-        return self.mha(X, X, X, valid_lens, attn_mask=attn_mask)  # (B, T, N)
+        return self.mha.attend(X, X, X, valid_lens, attn_mask)  # (B, T, N)
 
 
 class CausalSelfAttention(_Attention):
@@ -297,14 +334,12 @@ class CausalSelfAttention(_Attention):
     """
 
     def forward(self, X: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
-        _check_hidden("X", X, self.num_hiddens)
         mha = self.mha
         T = X.shape[1]
         q, k, v = mha.project(X, X, X)  # (B, H, T, D) each: one product with [W_q; W_k; W_v]
         if cache is not None:
-            past_k, past_v = self._check_cache(cache, k)
-            k = torch.cat((past_k, k), dim=2)  # (B, H, P+T, D)
-            v = torch.cat((past_v, v), dim=2)  # (B, H, P+T, D)
+            k = torch.cat((cache[0], k), dim=2)  # (B, H, P+T, D)
+            v = torch.cat((cache[1], v), dim=2)  # (B, H, P+T, D)
         P = k.shape[2] - T
         if (P == 0 or T == 1) and use_fused_path(mha.need_weights):
             # No cache: plain causal attention, straight to PyTorch's kernel, which skips the
@@ -316,21 +351,7 @@ class CausalSelfAttention(_Attention):
         else:
             mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
             out = mha.attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
-        return mha.W_o(merge_heads(out)), (k, v)  # (B, T, N)
-
-    def _check_cache(self, cache, k: Tensor) -> KVCache:
-        if not (isinstance(cache, (tuple, list)) and len(cache) == 2):
-            raise TypeError(f"cache must be a pair (keys, values) of (B, H, P, D) tensors, "
-                            f"got {type(cache).__name__}")
-        B, H, _, D = k.shape
-        for name, t in zip(("cache keys", "cache values"), cache):
-            check_tensor(name, t, ndim=4)
-            if (t.shape[0], t.shape[1], t.shape[3]) != (B, H, D):
-                raise ValueError(f"{name} must have shape ({B}, {H}, P, {D}) (B, H, P, D) to "
-                                 f"match the new tokens, got shape {shape_str(t)}")
-        check_dim_match("cache keys", cache[0], 2, "cache values", cache[1], 2,
-                        "numbers of cached positions")
-        return cache[0], cache[1]
+        return mha.W_o(_merge(out)), (k, v)  # (B, T, N)
 
 
 class CrossAttention(_Attention):
@@ -350,11 +371,8 @@ class CrossAttention(_Attention):
 
     def forward(self, X: Tensor, enc_outputs: Tensor, enc_valid_lens: Tensor | None = None,
                 attn_mask: Tensor | None = None) -> Tensor:
-        _check_hidden("X", X, self.num_hiddens)
-        _check_hidden("enc_outputs", enc_outputs, self.num_hiddens)
-        check_dim_match("X", X, 0, "enc_outputs", enc_outputs, 0, "batch sizes")
-        return self.mha(X, enc_outputs, enc_outputs, enc_valid_lens,
-                        attn_mask=attn_mask)  # (B, T, N)
+        return self.mha.attend(X, enc_outputs, enc_outputs, enc_valid_lens,
+                               attn_mask)  # (B, T, N)
 
 
 # -- encoder ---------------------------------------------------------------------------------
@@ -362,7 +380,7 @@ class CrossAttention(_Attention):
 class TransformerEncoderBlock(nn.Module):
     """One encoder layer, section 3.1: global self-attention, then the FFN.
 
-    Each sub-layer sits inside an :class:`AddNorm` (post-norm as in the paper, or pre-norm
+    Each sub-layer sits inside a :class:`Residual` (post-norm as in the paper, or pre-norm
     with ``norm_first=True``). d2l's signature; ``use_bias`` concerns the attention
     projections only (the FFN and LayerNorms always have biases).
 
@@ -386,14 +404,13 @@ class TransformerEncoderBlock(nn.Module):
         super().__init__()
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.attention = GlobalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
-        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
+        self.addnorm1 = Residual(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
         self.ffn = PositionWiseFFN(num_hiddens, ffn_num_hiddens, dropout, activation=activation)
-        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
+        self.addnorm2 = Residual(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
 
     def forward(self, X: Tensor, valid_lens: Tensor | None = None) -> Tensor:
-        _check_hidden("X", X, self.num_hiddens)
-        X = self.addnorm1(X, self.attention(self.addnorm1.sublayer_input(X), valid_lens))
-        return self.addnorm2(X, self.ffn(self.addnorm2.sublayer_input(X)))  # (B, S, N)
+        X = self.addnorm1(X, self.attention, valid_lens)  # self-attention sub-layer
+        return self.addnorm2(X, self.ffn)  # (B, S, N)
 
 
 class StackNeedWeights:
@@ -487,7 +504,7 @@ class TransformerEncoder(Encoder):
 class TransformerDecoderBlock(nn.Module):
     """One decoder layer, section 3.1: causal self-attention, cross-attention, FFN.
 
-    Each of the three sub-layers sits inside an :class:`AddNorm` (post- or pre-norm). In
+    Each of the three sub-layers sits inside a :class:`Residual` (post- or pre-norm). In
     pre-norm the encoder outputs enter the cross-attention as they are (the encoder's
     final LayerNorm has already normalised them), as in ``torch.nn.TransformerDecoderLayer``.
 
@@ -503,20 +520,17 @@ class TransformerDecoderBlock(nn.Module):
         super().__init__()
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.self_attention = CausalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
-        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.addnorm1 = Residual(num_hiddens, dropout, norm_first=norm_first)
         self.cross_attention = CrossAttention(num_hiddens, num_heads, dropout, use_bias)
-        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.addnorm2 = Residual(num_hiddens, dropout, norm_first=norm_first)
         self.ffn = PositionWiseFFN(num_hiddens, ffn_num_hiddens, dropout)
-        self.addnorm3 = AddNorm(num_hiddens, dropout, norm_first=norm_first)
+        self.addnorm3 = Residual(num_hiddens, dropout, norm_first=norm_first)
 
     def forward(self, X: Tensor, enc_outputs: Tensor, enc_valid_lens: Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
-        _check_hidden("X", X, self.num_hiddens)
-        Y, cache = self.self_attention(self.addnorm1.sublayer_input(X), cache)
-        X = self.addnorm1(X, Y)  # (B, T, N)
-        Y = self.cross_attention(self.addnorm2.sublayer_input(X), enc_outputs, enc_valid_lens)
-        X = self.addnorm2(X, Y)  # (B, T, N)
-        return self.addnorm3(X, self.ffn(self.addnorm3.sublayer_input(X))), cache
+        X, cache = self.addnorm1(X, self.self_attention, cache)  # (B, T, N)
+        X = self.addnorm2(X, self.cross_attention, enc_outputs, enc_valid_lens)  # (B, T, N)
+        return self.addnorm3(X, self.ffn), cache  # (B, T, N)
 
 
 _STATE_KEYS = ("enc_outputs", "enc_valid_lens", "caches", "num_decoded")
@@ -601,10 +615,13 @@ class TransformerDecoder(Decoder):
         if len(caches) != self.num_blks:
             raise ValueError(f"state['caches'] must hold one cache per block "
                              f"({self.num_blks}), got {len(caches)}")
-        cached = 0 if caches[0] is None else caches[0][0].shape[2]
-        if cached != P:
-            raise ValueError(f"state['num_decoded']={P} disagrees with the cache, which holds "
-                             f"{cached} positions")
+        H = self.blks[0].self_attention.mha.num_heads
+        for i, cache in enumerate(caches):
+            cached = 0 if cache is None else _check_cache(
+                f"state['caches'][{i}]", cache, tgt.shape[0], H, self.num_hiddens // H)
+            if cached != P:
+                raise ValueError(f"state['num_decoded']={P} disagrees with the cache, which "
+                                 f"holds {cached} positions")
 
     def forward(self, tgt: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """``tgt (B, T)`` token ids at positions P..P+T-1 -> ``(logits (B, T, V), new state)``."""

@@ -556,3 +556,79 @@ class TestSilentlyOddInputs:
         with raises(ValueError, "train_loader", "empty batch"):
             qc.Trainer(torch.nn.Linear(2, 1), loss_fn, [(torch.randn(0, 2), torch.randn(0, 1))],
                        config=qc.TrainerConfig(max_steps=1, progress=False)).fit()
+
+
+class TestChecksOnce:
+    """Issue 11: the models check their arguments once, at entry; the layers they stack run
+    bare. Counted by wrapping every check helper of qkvcourse._validate (and value_range, the
+    one that reads values), wherever a package module imported it: a model with four blocks
+    must make exactly as many checks as the same model with one."""
+
+    @pytest.fixture
+    def count_checks(self, monkeypatch):
+        import sys
+
+        import qkvcourse._validate as validate
+        calls = []
+        helpers = {name: fn for name, fn in vars(validate).items()
+                   if callable(fn) and (name.startswith("check_") or name == "value_range")}
+
+        def counting(name, fn):
+            def wrapper(*args, **kwargs):
+                calls.append(name)
+                return fn(*args, **kwargs)
+            return wrapper
+
+        for module_name, module in list(sys.modules.items()):
+            if module_name.startswith("qkvcourse") and module is not None:
+                for name, fn in helpers.items():
+                    if getattr(module, name, None) is fn:
+                        monkeypatch.setattr(module, name, counting(name, fn))
+        return calls
+
+    @staticmethod
+    def _counts(calls, run, build, depths=(1, 4)):
+        counts = []
+        for depth in depths:
+            torch.manual_seed(0)
+            model = build(depth)
+            calls.clear()
+            run(model)
+            counts.append(len(calls))
+        return counts
+
+    def test_gpt(self, count_checks):
+        idx = torch.randint(0, 50, (2, 12))
+        build = lambda L: qc.GPT(qc.GPTConfig(vocab_size=50, max_len=16, num_layers=L,
+                                              num_heads=2, d_model=16))
+        counts = self._counts(count_checks, lambda m: m(idx, idx)[1].backward(), build)
+        assert counts[0] == counts[1] and counts[0] > 0, counts
+        assert "value_range" in count_checks  # the token ids were range-checked, once
+
+    def test_transformer(self, count_checks):
+        src = torch.randint(0, 20, (3, 7))
+        tgt = torch.randint(0, 20, (3, 5))
+        lens = torch.tensor([7, 3, 5])
+
+        def build(L):
+            return qc.make_transformer(qc.TransformerConfig(20, 20, num_hiddens=16, num_heads=2,
+                                                            ffn_num_hiddens=32, num_enc_blks=L,
+                                                            num_dec_blks=L))
+
+        counts = self._counts(count_checks, lambda m: m(src, tgt, lens)[0].sum().backward(), build)
+        assert counts[0] == counts[1] and counts[0] > 0, counts
+
+    def test_bert(self, count_checks):
+        tokens = torch.randint(0, 30, (2, 9))
+        segments = torch.zeros(2, 9, dtype=torch.long)
+        lens = torch.tensor([9, 6])
+        positions = torch.tensor([[1, 2], [3, 4]])
+
+        def build(L):
+            return qc.make_bert(qc.BERTConfig(vocab_size=30, num_hiddens=16, ffn_num_hiddens=32,
+                                              num_heads=2, num_blks=L, max_len=16))
+
+        counts = self._counts(count_checks,
+                              lambda m: m(tokens, segments, lens, positions)[1].sum().backward(),
+                              build)
+        assert counts[0] == counts[1] and counts[0] > 0, counts

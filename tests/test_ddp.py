@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qkvcourse import distributed as ddp_utils
 from qkvcourse.distributed import ShardSampler, distributed_loader
-from qkvcourse.trainer import (Callback, Checkpoint, PrintMetrics, Trainer, TrainerConfig)
+from qkvcourse.callbacks import Callback, Checkpoint, PrintMetrics
+from qkvcourse.trainer import Trainer, TrainerConfig
 
 WORLD = 2  # processes
 B = 4  # batch per process; the global batch is B * WORLD

@@ -13,9 +13,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import qkvcourse as qc
-from qkvcourse.trainer import (Callback, Checkpoint, EarlyStopping, LossCurve, PrintMetrics,
-                               Trainer, TrainerConfig, batch_size_of, move_to_device,
-                               transformer_schedule, warmup_cosine_schedule)
+from qkvcourse.callbacks import Callback, Checkpoint, EarlyStopping, LossCurve, PrintMetrics
+from qkvcourse.schedules import transformer_schedule, warmup_cosine_schedule
+from qkvcourse.trainer import Trainer, TrainerConfig, batch_size_of, move_to_device
 
 DEVICES = qc.available_devices()
 
@@ -640,7 +640,7 @@ def test_loss_curve_plot_returns_a_figure():
 def test_loss_curve_live_updates_one_display(monkeypatch):
     from IPython import display as ipython_display
 
-    from qkvcourse import trainer as trainer_module
+    from qkvcourse import callbacks as callbacks_module
 
     shown = []
 
@@ -652,7 +652,7 @@ def test_loss_curve_live_updates_one_display(monkeypatch):
         shown.append(("display", obj))
         return Handle()
 
-    monkeypatch.setattr(trainer_module, "_in_notebook", lambda: True)
+    monkeypatch.setattr(callbacks_module, "_in_notebook", lambda: True)
     monkeypatch.setattr(ipython_display, "display", fake_display)
     train, val = loaders(batch_size=32)
     curve = LossCurve(live=True, live_every_steps=2)

@@ -11,7 +11,8 @@ from torch import nn
 
 import qkvcourse as qc
 from conftest import dtype_for, tolerance
-from qkvcourse.encoder_decoder import EncoderDecoder, sequence_loss
+from qkvcourse.encoder_decoder import EncoderDecoder
+from qkvcourse.losses import sequence_loss
 from qkvcourse.multihead import MultiHeadAttention
 from qkvcourse.transformer import (AddNorm, CausalSelfAttention, CrossAttention,
                                    GlobalSelfAttention, PositionWiseFFN, TransformerConfig,
@@ -497,33 +498,34 @@ class TestBadInput:
             with raises(ValueError, "num_heads", "num_hiddens"):
                 build()
 
-    def test_block_inputs_of_the_wrong_rank_or_width(self):
+    def test_sub_layers_run_bare_and_the_entry_points_check(self):
+        """Blocks, Residual, the FFN and the attention roles do not check their inputs (issue
+        11: once, at the boundary); the public layers that take the same tensors do."""
         blk = TransformerEncoderBlock(N, F, H, 0.0)
-        with raises(ValueError, "X", "3-D", str((S, N))):
-            blk(torch.randn(S, N))
-        with raises(ValueError, "X", f"num_hiddens={N}", str((B, S, N + 1))):
+        with pytest.raises(RuntimeError):  # PyTorch's own error, from inside the layer
             blk(torch.randn(B, S, N + 1))
-        with raises(TypeError, "X", "torch.int64", str((B, S, N))):
-            blk(torch.ones(B, S, N, dtype=torch.long))
-        dec = TransformerDecoderBlock(N, F, H, 0.0)
-        with raises(ValueError, "enc_outputs", str((B, S, 8))):
-            dec(torch.randn(B, T, N), torch.randn(B, S, 8))
-        with raises(ValueError, "batch sizes", "X", "enc_outputs", str((2, S, N))):
-            dec(torch.randn(B, T, N), torch.randn(2, S, N))
+        mha = qc.MultiHeadAttention(N, H)
+        X = torch.randn(B, S, N)
+        with raises(ValueError, "queries", "3-D", str((S, N))):
+            mha(torch.randn(S, N), X, X)
+        with raises(ValueError, "queries", f"{N} features", str((B, S, N + 1))):
+            mha(torch.randn(B, S, N + 1), X, X)
+        with raises(TypeError, "queries", "torch.int64", str((B, S, N))):
+            mha(torch.ones(B, S, N, dtype=torch.long), X, X)
+        with raises(ValueError, "batch sizes", "queries", "keys", str((2, S, N))):
+            mha(X, torch.randn(2, S, N), torch.randn(2, S, N))
         with raises(ValueError, "X", "Y", str((B, S, N)), str((B, 2, N))):
-            AddNorm(N, 0.0)(torch.randn(B, S, N), torch.randn(B, 2, N))
-        with raises(ValueError, "X", str((B, S, 4))):
-            PositionWiseFFN(N, F)(torch.randn(B, S, 4))
+            AddNorm(N, 0.0)(torch.randn(B, S, N), torch.randn(B, 2, N))  # d2l's form checks
 
-    def test_block_valid_lens(self):
-        blk = TransformerEncoderBlock(N, F, H, 0.0)
+    def test_attention_valid_lens(self):
+        mha = qc.MultiHeadAttention(N, H)
         X = torch.randn(B, S, N)
         with raises(ValueError, "valid_lens", str((2,))):
-            blk(X, torch.tensor([1, 2]))
+            mha(X, X, X, torch.tensor([1, 2]))
         with raises(TypeError, "valid_lens", "torch.float32"):
-            blk(X, torch.tensor([1.0, 2.0, 3.0]))
+            mha(X, X, X, torch.tensor([1.0, 2.0, 3.0]))
         with raises(ValueError, "valid_lens", f"[0, {S}]", "8"):
-            blk(X, torch.tensor([1, 2, 8]))
+            mha(X, X, X, torch.tensor([1, 2, 8]))
 
     def test_source_tokens(self, model):
         enc = model.encoder
@@ -583,18 +585,23 @@ class TestBadInput:
         with raises(ValueError, "tgt", "position 11", "after 10 decoded tokens", "max_len=10"):
             dec(torch.zeros(B, 1, dtype=torch.long), state)
 
-    def test_bad_cache(self):
-        attention = CausalSelfAttention(N, H)
-        X = torch.randn(B, 1, N)
-        with raises(TypeError, "cache", "pair"):
-            attention(X, torch.randn(B, H, 2, N // H))
-        good = torch.randn(B, H, 2, N // H)
-        with raises(ValueError, "cache keys", f"({B}, {H}, P, {N // H})", str((B, 2, 2, 8))):
-            attention(X, (torch.randn(B, 2, 2, 8), good))
-        with raises(ValueError, "cache values", "4-D", str((B, 2, N))):
-            attention(X, (good, torch.randn(B, 2, N)))
-        with raises(ValueError, "numbers of cached positions", str((B, H, 3, N // H))):
-            attention(X, (good, torch.randn(B, H, 3, N // H)))
+    def test_bad_cache(self, model):
+        dec = model.decoder
+        state = dec.init_state(torch.randn(B, S, N))
+        _, state = dec(torch.zeros(B, 2, dtype=torch.long), state)
+        tgt = torch.zeros(B, 1, dtype=torch.long)
+        good = state["caches"][0][0]  # (B, H, 2, D)
+        name = "state['caches'][0]"
+        for cache, exc, fragments in (
+                (good, TypeError, (name, "pair")),
+                ((torch.randn(B, 2, 2, 8), good), ValueError,
+                 (f"{name} keys", f"({B}, {H}, P, {N // H})", str((B, 2, 2, 8)))),
+                ((good, torch.randn(B, 2, N)), ValueError, (f"{name} values", "4-D",
+                                                            str((B, 2, N)))),
+                ((good, torch.randn(B, H, 3, N // H)), ValueError,
+                 ("numbers of cached positions", str((B, H, 3, N // H))))):
+            with raises(exc, *fragments):
+                dec(tgt, {**state, "caches": [cache, *state["caches"][1:]]})
 
     def test_reorder_state_index(self, model):
         state = model.decoder.init_state(torch.randn(B, S, N))

@@ -14,7 +14,8 @@ TORCH_SDPA = ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_a
 TORCH_MHA = ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
              "aten::_native_multi_head_attention")
 COURSE_SDPA = ("qkvcourse.attention.scaled_dot_product_attention", "qkvcourse.attention.attention_reference",
-               "qkvcourse.attention.DotProductAttention")
+               "qkvcourse.attention.DotProductAttention", "qkvcourse.attention._attend",
+               "qkvcourse.attention._explicit_attention")
 
 RULES: dict[str, tuple[str, ...]] = {
     "ch01.attention_by_hand": COURSE_SDPA + TORCH_SDPA + TORCH_MHA,
@@ -23,14 +24,17 @@ RULES: dict[str, tuple[str, ...]] = {
     "ch02.nw_regression": ("qkvcourse.pooling.nadaraya_watson", "qkvcourse.pooling.NadarayaWatson"),
     "ch02.loo_mse": ("qkvcourse.pooling.nadaraya_watson", "qkvcourse.pooling.NadarayaWatson",
                      "qkvcourse.pooling.leave_one_out_mask", "qkvcourse.pooling.fit_bandwidth"),
-    "ch03.masked_softmax_lens": ("qkvcourse.masking.masked_softmax", "qkvcourse.masking.valid_lens_to_mask"),
+    "ch03.masked_softmax_lens": ("qkvcourse.masking.masked_softmax", "qkvcourse.masking.valid_lens_to_mask",
+                                "qkvcourse.masking.lens_mask"),
     "ch03.additive_scores": ("qkvcourse.attention.AdditiveAttention",),
     "ch03.sdpa": COURSE_SDPA + TORCH_SDPA + TORCH_MHA,
     "ch04.bahdanau_step": ("qkvcourse.attention.AdditiveAttention", "qkvcourse.seq2seq.Seq2SeqAttentionDecoder"),
     "ch04.fixed_context_inputs": ("qkvcourse.seq2seq.Seq2SeqDecoder",),
     "ch04.grid_attention": COURSE_SDPA + TORCH_SDPA + TORCH_MHA,
-    "ch05.split_heads": ("qkvcourse.multihead.split_heads", "qkvcourse.multihead.transpose_qkv"),
-    "ch05.merge_heads": ("qkvcourse.multihead.merge_heads", "qkvcourse.multihead.transpose_output"),
+    "ch05.split_heads": ("qkvcourse.multihead.split_heads", "qkvcourse.multihead._split",
+                         "qkvcourse.multihead.transpose_qkv"),
+    "ch05.merge_heads": ("qkvcourse.multihead.merge_heads", "qkvcourse.multihead._merge",
+                         "qkvcourse.multihead.transpose_output"),
     "ch05.multihead_attention": ("qkvcourse.multihead.MultiHeadAttention",) + TORCH_MHA,
     "ch06.sinusoidal_encoding": ("qkvcourse.positional.sinusoidal_table", "qkvcourse.positional.PositionalEncoding"),
     "ch06.position_similarity": ("qkvcourse.positional.sinusoidal_table", "qkvcourse.positional.PositionalEncoding"),
