@@ -7,7 +7,7 @@ trained from scratch, on the same fine-tuning budget, over seeds (with
 - :func:`pretraining_metrics` and :func:`pretraining_monitors`: masked-LM loss,
   masked-token accuracy and next-sentence accuracy of a BERT on a loader of
   :class:`~qkvcourse.bert.BERTBatch`, recorded during pretraining with
-  :class:`~qkvcourse.trainer.EvaluateEvery`.
+  :class:`~qkvcourse.callbacks.EvaluateEvery`.
 - :func:`bert_for_task`: a :class:`~qkvcourse.finetune.BERTClassifier` or
   :class:`~qkvcourse.finetune.BERTSpanExtractor` on a fresh BERT, either loaded with
   pretrained weights or left at random (scratch), with the encoder trainable (fine-tuning)
@@ -37,7 +37,9 @@ from .bert import BERTConfig, BERTModel, bert_pretraining_loss, init_bert_weight
 from .finetune import (BERTClassifier, BERTSpanExtractor, _model_device,
                        bert_classification_loss, bert_span_loss, evaluate_classifier,
                        evaluate_spans, make_loader)
-from .trainer import EvaluateEvery, Trainer, TrainerConfig, warmup_cosine_schedule
+from .callbacks import EvaluateEvery
+from .schedules import warmup_cosine_schedule
+from .trainer import Trainer, TrainerConfig
 from .utils import seed_everything
 
 __all__ = ["ARMS", "FinetuneRecipe", "bert_for_task", "finetune_bert", "pretraining_metrics",
@@ -75,7 +77,7 @@ def pretraining_metrics(bert: BERTModel, loader) -> dict[str, float]:
 
 
 def pretraining_monitors(loader, every: int) -> dict[str, EvaluateEvery]:
-    """Three :class:`~qkvcourse.trainer.EvaluateEvery` callbacks, ``"mlm_loss"``,
+    """Three :class:`~qkvcourse.callbacks.EvaluateEvery` callbacks, ``"mlm_loss"``,
     ``"mlm_accuracy"`` and ``"nsp_accuracy"``, sharing one evaluation per step
     (:func:`pretraining_metrics` of the trained model on ``loader``)."""
     cache: dict = {}

@@ -418,7 +418,8 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
             chapter 4 reads images); None: the translation loss above.
     """
     from .encoder_decoder import sequence_loss  # the trainer module imports nothing of ours
-    from .trainer import Trainer, TrainerConfig, warmup_cosine_schedule
+    from .schedules import warmup_cosine_schedule
+    from .trainer import Trainer, TrainerConfig
 
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

@@ -25,7 +25,8 @@ from qkvcourse.finetune import (MASKED_LOGIT, BERTClassifier, BERTSpanExtractor,
                                 make_loader, passage_mask, span_exact_match, span_f1, span_loss,
                                 token_f1)
 from qkvcourse.gpt import GPT, GPTConfig, lm_loss
-from qkvcourse.trainer import Trainer, TrainerConfig, warmup_cosine_schedule
+from qkvcourse.schedules import warmup_cosine_schedule
+from qkvcourse.trainer import Trainer, TrainerConfig
 from helpers import raises
 
 TIGHT = dict(rtol=1e-5, atol=1e-6)
