@@ -7,7 +7,7 @@ The package is organised in the order the course teaches:
 - ``pooling``     Nadaraya–Watson attention pooling (chapter 2)
 - ``multihead``   multi-head attention (chapter 5)
 - ``positional``  sinusoidal, learned and rotary positions (chapter 6)
-- ``encoder_decoder``  the encoder–decoder contract and the sequence loss (chapters 4, 7)
+- ``encoder_decoder``  the encoder–decoder contract (chapters 4, 7)
 - ``seq2seq``     GRU encoder, Bahdanau attention decoder (chapter 4)
 - ``transformer`` encoder and decoder blocks, the three attention flavours (chapter 7)
 - ``decoding``    greedy and beam search, BLEU (chapters 4, 7)
@@ -15,8 +15,10 @@ The package is organised in the order the course teaches:
 - ``callbacks``   what the trainer does around its loop: printing, curves, early stopping,
                   checkpoints
 - ``schedules``   learning-rate schedules: the Transformer paper's, warm-up then cosine
-- ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, Hugging Face loader (chapter 9)
-- ``bert``        encoder-only pretraining: BERT, MLM/NSP data, Hugging Face loader (chapter 10)
+- ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, KV-cache generation (chapter 9)
+- ``bert``        encoder-only pretraining: the BERT model and its two heads (chapter 10)
+- ``losses``      the training losses: sequence, language-model, BERT pretraining (4, 7, 9, 10)
+- ``huggingface`` GPT-2 and BERT weights from Hugging Face ``transformers``, one offline error
 - ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
 - ``bert_transfer``  what pretraining buys a BERT, measured: pretrained vs scratch vs frozen (10)
 - ``transfer``    a pretrained GPT for a task: new token rows, the first k of L blocks (9)
@@ -24,7 +26,8 @@ The package is organised in the order the course teaches:
 - ``distributed`` DistributedDataParallel helpers for the trainer (torchrun)
 - ``profiling``   time and peak memory of attention against length, power-law fits (chapter 8)
 - ``data``        vocabularies, tokenizers (character, byte-level BPE), the generated
-                  date-translation task, offline corpora, checksummed downloads
+                  date-translation task, offline corpora, BERT's pretraining examples,
+                  checksummed downloads
 - ``plotting``, ``utils``  figures, devices, seeding
 
 Mask convention everywhere: a boolean mask is True where a query may attend.
@@ -45,7 +48,8 @@ from .positional import (LearnedPositionalEncoding, PositionalEncoding, RotaryEm
 from .utils import (available_devices, check_shape, get_device, num_parameters, seed_everything,
                     time_function)
 from ._validate import value_checks, value_checks_enabled
-from .encoder_decoder import Decoder, Encoder, EncoderDecoder, map_state, sequence_loss
+from .encoder_decoder import Decoder, Encoder, EncoderDecoder, map_state
+from .losses import BERTLoss, bert_batch_loss, bert_pretraining_loss, lm_loss, sequence_loss
 from .seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqDecoder, Seq2SeqEncoder,
                       make_rnn_seq2seq, train_seq2seq, translate_sources)
 from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSelfAttention,
@@ -58,12 +62,12 @@ from .callbacks import (Callback, Checkpoint, EarlyStopping, EvaluateEvery, Loss
                         PrintMetrics)
 from .schedules import transformer_schedule, warmup_cosine_schedule
 from .trainer import Trainer, TrainerConfig
-from .gpt import (GPT, GPTBlock, GPTConfig, gpt_config_from_huggingface, gpt_from_huggingface,
-                  lm_loss, top_k_filter, top_p_filter)
-from .bert import (BERTBatch, BERTConfig, BERTEncoder, BERTLoss, BERTModel, BERTPretrainingData,
-                   MaskLM, NextSentencePred, bert_batch_loss, bert_from_huggingface,
-                   bert_pretraining_loss, bert_vocab, get_tokens_and_segments, make_bert,
-                   mask_tokens, next_sentence_pairs)
+from .gpt import GPT, GPTBlock, GPTConfig, top_k_filter, top_p_filter
+from .bert import BERTConfig, BERTEncoder, BERTModel, MaskLM, NextSentencePred, make_bert
+from .data.bert_pretraining import (BERTBatch, BERTPretrainingData, bert_vocab,
+                                    get_tokens_and_segments, mask_tokens, next_sentence_pairs)
+from .huggingface import (bert_from_huggingface, gpt_config_from_huggingface,
+                          gpt_from_huggingface)
 from . import data, distributed, profiling
 from .profiling import (attention_step, peak_attention_memory, power_law_fit, steady_timing,
                         time_attention)

@@ -132,7 +132,7 @@ class TorchTransformerSeq2Seq(nn.Module):
 def bench_transformer(device: torch.device, config: TransformerConfig, batch: int, src_len: int,
                       tgt_len: int, rounds: int, inner: int) -> dict:
     """Training tokens/s of both models on the same random batches (dropout on, AdamW)."""
-    from .encoder_decoder import sequence_loss
+    from .losses import sequence_loss
     torch.manual_seed(0)
     ours = make_transformer(config).to(device).train()
     theirs = TorchTransformerSeq2Seq(config).to(device).train()

@@ -6,7 +6,7 @@ trained from scratch, on the same fine-tuning budget, over seeds (with
 
 - :func:`pretraining_metrics` and :func:`pretraining_monitors`: masked-LM loss,
   masked-token accuracy and next-sentence accuracy of a BERT on a loader of
-  :class:`~qkvcourse.bert.BERTBatch`, recorded during pretraining with
+  :class:`~qkvcourse.data.bert_pretraining.BERTBatch`, recorded during pretraining with
   :class:`~qkvcourse.callbacks.EvaluateEvery`.
 - :func:`bert_for_task`: a :class:`~qkvcourse.finetune.BERTClassifier` or
   :class:`~qkvcourse.finetune.BERTSpanExtractor` on a fresh BERT, either loaded with
@@ -33,10 +33,11 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .bert import BERTConfig, BERTModel, bert_pretraining_loss, init_bert_weights, make_bert
+from .bert import BERTConfig, BERTModel, init_bert_weights, make_bert
 from .finetune import (BERTClassifier, BERTSpanExtractor, _model_device,
                        bert_classification_loss, bert_span_loss, evaluate_classifier,
                        evaluate_spans, make_loader)
+from .losses import bert_pretraining_loss
 from .callbacks import EvaluateEvery
 from .schedules import warmup_cosine_schedule
 from .trainer import Trainer, TrainerConfig
@@ -52,7 +53,7 @@ PRETRAINING_METRICS = ("mlm_loss", "mlm_accuracy", "nsp_accuracy")
 @torch.no_grad()
 def pretraining_metrics(bert: BERTModel, loader) -> dict[str, float]:
     """Mean masked-LM loss, masked-token accuracy and next-sentence accuracy over a loader
-    of :class:`~qkvcourse.bert.BERTBatch`, in eval mode (the mode is restored)."""
+    of :class:`~qkvcourse.data.bert_pretraining.BERTBatch`, in eval mode (the mode is restored)."""
     was_training, device = bert.training, _model_device(bert)
     bert.eval()
     mlm_sum = mlm_correct = num_preds = nsp_correct = num_pairs = 0.0

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .encoder_decoder import Encoder, EncoderDecoder, sequence_loss
+from .encoder_decoder import Encoder, EncoderDecoder
+from .losses import sequence_loss
 from .seq2seq import Seq2SeqAttentionDecoder, Seq2SeqDecoder
 
 __all__ = ["GridEncoder", "make_captioner", "greedy_caption", "train_captioner", "weight_on_objects"]

@@ -1,5 +1,7 @@
 """The encoder–decoder interface shared by the RNN and Transformer models (chapters 4, 7).
 
+Their training loss, :func:`~qkvcourse.losses.sequence_loss`, is in :mod:`qkvcourse.losses`.
+
 Shape legend: B batch, S source length, T target length, V vocabulary size,
 N model width.
 
@@ -21,9 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
-from torch.nn import functional as F
-
-from ._validate import check_floating, check_tensor, check_token_ids, shape_str, value_range
 
 
 class Encoder(nn.Module):
@@ -75,34 +74,3 @@ class EncoderDecoder(nn.Module):
         enc_outputs = self.encoder(src, src_valid_lens)
         state = self.decoder.init_state(enc_outputs, src_valid_lens)
         return self.decoder(tgt, state)[0]
-
-
-def sequence_loss(logits: Tensor, targets: Tensor, pad_id: int,
-                  label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy over the non-padding target tokens.
-
-    Args:
-        logits: ``(B, T, V)``.
-        targets: ``(B, T)`` token ids; positions equal to ``pad_id`` do not count.
-
-    Returns:
-        A 0-dim float32 loss; 0 (not NaN) when every target is padding.
-    """
-    check_tensor("logits", logits, ndim=3)
-    check_floating("logits", logits)
-    check_tensor("targets", targets, ndim=2)
-    check_token_ids("targets", targets)
-    if logits.shape[:2] != targets.shape:
-        raise ValueError(f"logits (B, T, V) and targets (B, T) disagree: logits has shape "
-                         f"{shape_str(logits)}, targets has shape {shape_str(targets)}")
-    V = logits.shape[-1]
-    bounds = value_range(targets.masked_fill(targets == pad_id, 0))
-    if bounds is not None and (bounds[0] < 0 or bounds[1] >= V):
-        raise ValueError(f"targets must lie in [0, {V}) (the vocabulary of the logits, shape "
-                         f"{shape_str(logits)}) or equal pad_id={pad_id}, got values from "
-                         f"{bounds[0]} to {bounds[1]}")
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                             ignore_index=pad_id, label_smoothing=label_smoothing,
-                             reduction="none")  # (B*T,), 0 at padding
-    # Sum over the counted tokens / their number; a batch of padding only gives 0, not 0/0
-    return losses.sum() / (targets != pad_id).sum().clamp_min(1)

@@ -39,11 +39,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ._validate import check_floating, check_index_range, check_tensor, shape_str
-from .bert import BERTModel, get_tokens_and_segments
+from .bert import BERTModel
+from .data.bert_pretraining import get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
 from .data.vocab import Vocab, pad_batch
 from .decoding import _EvalMode
-from .gpt import GPT, IGNORE_INDEX, lm_loss
+from .gpt import GPT
+from .losses import IGNORE_INDEX, lm_loss
 from .transformer import _check_lens, _is_integer
 
 __all__ = [

@@ -32,12 +32,13 @@ mask. Generation: :meth:`GPT.generate` with greedy decoding or sampling (tempera
 
 Loading GPT-2 weights from Hugging Face: :meth:`GPT.from_huggingface` (a
 ``transformers`` model, a state dict and its config, or a hub name such as ``"gpt2"``,
-which needs the network). ``transformers`` is imported only there.
+which needs the network), from :mod:`qkvcourse.huggingface`, where ``transformers`` is
+imported when a hub name is given. The training loss, :func:`~qkvcourse.losses.lm_loss`, is
+in :mod:`qkvcourse.losses`.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,17 +46,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import value_range, check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import check_dim_match, check_floating, check_tensor, shape_str
 from .decoding import _EvalMode
+# (qkvcourse.gpt.lm_loss is also the path that the grader's rules and exercise sheets name)
+from .losses import lm_loss
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
 from .transformer import (ACTIVATIONS, AddNorm, CausalSelfAttention, KVCache, PositionWiseFFN,
-                          StackNeedWeights, _check_hidden, _check_length, _check_tokens,
-                          _is_integer)
+                          StackNeedWeights, _check_hidden, _check_length, _check_tokens)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
 
-IGNORE_INDEX = -100  # targets equal to this do not count in the loss (PyTorch's default)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -460,211 +461,7 @@ class GPT(nn.Module):
     def from_huggingface(cls, source: Any, config: Any = None, *, dtype: torch.dtype | None = None,
                          cache_dir: str | None = None) -> "GPT":
         """Build a :class:`GPT` holding Hugging Face GPT-2 weights; see
-        :func:`gpt_from_huggingface`."""
+        :func:`~qkvcourse.huggingface.gpt_from_huggingface`."""
+        from .huggingface import gpt_from_huggingface  # imported here: it imports this module
+
         return gpt_from_huggingface(source, config, dtype=dtype, cache_dir=cache_dir)
-
-
-def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Mean next-token cross-entropy (GPT, eq. (1)) over the positions that count.
-
-    Args:
-        logits: ``(B, T, V)``.
-        targets: ``(B, T)`` token ids in ``[0, V)``, or ``ignore_index`` for positions that
-            do not count (padding, the prompt part of a fine-tuning example...).
-        ignore_index: the id of the positions that do not count.
-
-    Returns:
-        A 0-dim float32 loss; 0 (with zero gradients, not NaN) if no position counts.
-    """
-    check_tensor("logits", logits, ndim=3)
-    check_floating("logits", logits)
-    check_tensor("targets", targets, ndim=2)
-    if not _is_integer(targets):
-        raise TypeError(f"targets must hold integer token ids, got dtype {targets.dtype} "
-                        f"with shape {shape_str(targets)}")
-    if logits.shape[:2] != targets.shape:
-        raise ValueError(f"logits (B, T, V) and targets (B, T) disagree: logits has shape "
-                         f"{shape_str(logits)}, targets has shape {shape_str(targets)}")
-    V = logits.shape[-1]
-    counted = targets != ignore_index  # (B, T)
-    bounds = value_range(targets.masked_fill(~counted, 0))
-    if bounds is not None:
-        lo, hi = bounds
-        if lo < 0 or hi >= V:
-            raise ValueError(f"targets must lie in [0, {V}) (the vocabulary of the logits, "
-                             f"shape {shape_str(logits)}) or equal ignore_index="
-                             f"{ignore_index}, got values from {lo} to {hi}")
-    total = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1),
-                            ignore_index=ignore_index, reduction="sum")
-    return total / counted.sum().clamp(min=1)  # the mean over counted positions
-
-
-# -- loading Hugging Face GPT-2 weights ------------------------------------------------------
-
-# GPT-2's names for the FFN nonlinearity; "gelu_new" is the tanh approximation
-_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-                   "relu": "relu"}
-
-
-def _config_get(config: Any, key: str, default: Any = None) -> Any:
-    if isinstance(config, Mapping):
-        return config.get(key, default)
-    return getattr(config, key, default)
-
-
-def gpt_config_from_huggingface(hf_config: Any) -> GPTConfig:
-    """A :class:`GPTConfig` from a ``transformers.GPT2Config`` (or its ``to_dict()``).
-
-    The three dropouts of GPT-2 (``embd_pdrop``, ``attn_pdrop``, ``resid_pdrop``) become
-    one, ``resid_pdrop`` (they are all 0.1 in the released models). Options that change
-    the computation in ways :class:`GPT` does not implement raise ``ValueError``.
-    """
-    activation = _config_get(hf_config, "activation_function", "gelu_new")
-    if activation not in _HF_ACTIVATIONS:
-        raise ValueError(f"activation_function={activation!r} is not supported; GPT supports "
-                         f"{sorted(_HF_ACTIVATIONS)}")
-    unsupported = {"scale_attn_weights": (_config_get(hf_config, "scale_attn_weights", True),
-                                          True),
-                   "scale_attn_by_inverse_layer_idx": (
-                       _config_get(hf_config, "scale_attn_by_inverse_layer_idx", False), False),
-                   "add_cross_attention": (_config_get(hf_config, "add_cross_attention", False),
-                                           False),
-                   "tie_word_embeddings": (_config_get(hf_config, "tie_word_embeddings", True),
-                                           True)}
-    for key, (value, supported) in unsupported.items():
-        if bool(value) != supported:
-            raise ValueError(f"{key}={value!r} is not supported (GPT implements {key}="
-                             f"{supported})")
-    d_model = _config_get(hf_config, "n_embd")
-    if d_model is None:
-        raise TypeError(f"config must be a GPT2Config or its dict (with n_embd, n_layer, "
-                        f"n_head, n_positions, vocab_size), got {type(hf_config).__name__}")
-    return GPTConfig(vocab_size=_config_get(hf_config, "vocab_size"),
-                     max_len=_config_get(hf_config, "n_positions"),
-                     num_layers=_config_get(hf_config, "n_layer"),
-                     num_heads=_config_get(hf_config, "n_head"),
-                     d_model=d_model,
-                     ffn_num_hiddens=_config_get(hf_config, "n_inner"),
-                     dropout=float(_config_get(hf_config, "resid_pdrop", 0.1)),
-                     bias=True,
-                     layer_norm_eps=float(_config_get(hf_config, "layer_norm_epsilon", 1e-5)),
-                     activation=_HF_ACTIVATIONS[activation])
-
-
-def _convert_hf_state_dict(hf_state: Mapping[str, Tensor], config: GPTConfig
-                           ) -> dict[str, Tensor]:
-    """Rename (and reshape) a GPT-2 state dict into :class:`GPT`'s.
-
-    GPT-2 stores its linear layers as ``Conv1D``, ``y = x W + b`` with ``W`` of shape
-    ``(in, out)``, the transpose of ``nn.Linear``'s ``(out, in)``; and its attention
-    projects queries, keys and values with one packed ``c_attn`` of ``3N`` outputs,
-    which is split into ``W_q``, ``W_k``, ``W_v`` (in that order).
-    """
-    state = {(k[len("transformer."):] if k.startswith("transformer.") else k): v
-             for k, v in hf_state.items()}
-    head = state.pop("lm_head.weight", None)
-    N, L = config.d_model, config.num_layers
-    out: dict[str, Tensor] = {}
-    used: set[str] = set()
-
-    def take(key: str) -> Tensor:
-        if key not in state:
-            raise KeyError(f"the GPT-2 state dict has no {key!r} (expected {L} layers "
-                           f"h.0 ... h.{L - 1}, wte, wpe, ln_f)")
-        used.add(key)
-        return state[key]
-
-    out["token_embedding.weight"] = take("wte.weight")  # (V, N)
-    out["pos_embedding.P"] = take("wpe.weight")[None]  # (1, max_len, N)
-    for i in range(L):
-        h, ours = f"h.{i}.", f"blks.{i}."
-        for hf_ln, our_ln in (("ln_1", "addnorm1.ln"), ("ln_2", "addnorm2.ln")):
-            out[ours + our_ln + ".weight"] = take(h + hf_ln + ".weight")
-            out[ours + our_ln + ".bias"] = take(h + hf_ln + ".bias")
-        W = take(h + "attn.c_attn.weight").t()  # (3N, N) after the Conv1D transpose
-        b = take(h + "attn.c_attn.bias")  # (3N,)
-        for j, name in enumerate(("W_q", "W_k", "W_v")):
-            out[ours + f"attention.mha.{name}.weight"] = W[j * N:(j + 1) * N]  # (N, N)
-            out[ours + f"attention.mha.{name}.bias"] = b[j * N:(j + 1) * N]  # (N,)
-        out[ours + "attention.mha.W_o.weight"] = take(h + "attn.c_proj.weight").t()  # (N, N)
-        out[ours + "attention.mha.W_o.bias"] = take(h + "attn.c_proj.bias")
-        out[ours + "ffn.dense1.weight"] = take(h + "mlp.c_fc.weight").t()  # (F, N)
-        out[ours + "ffn.dense1.bias"] = take(h + "mlp.c_fc.bias")
-        out[ours + "ffn.dense2.weight"] = take(h + "mlp.c_proj.weight").t()  # (N, F)
-        out[ours + "ffn.dense2.bias"] = take(h + "mlp.c_proj.bias")
-    out["norm.weight"], out["norm.bias"] = take("ln_f.weight"), take("ln_f.bias")
-    # Older checkpoints also store the causal mask as buffers h.i.attn.bias / masked_bias
-    buffers = {f"h.{i}.attn.{name}" for i in range(L) for name in ("bias", "masked_bias")}
-    unknown = sorted(set(state) - used - buffers)
-    if unknown:
-        raise ValueError(f"unexpected entries in the GPT-2 state dict (is it a GPT-2 with "
-                         f"{L} layers?): {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-    if head is not None and not (head.shape == out["token_embedding.weight"].shape
-                                 and torch.equal(head, out["token_embedding.weight"])):
-        raise ValueError("lm_head.weight differs from the token embedding wte.weight; GPT "
-                         "ties the two (as GPT-2 does), so an untied head cannot be loaded")
-    out["lm_head.weight"] = out["token_embedding.weight"]
-    return out
-
-
-def _hub_model(name: str, cache_dir: str | None):
-    try:
-        import transformers
-    except ImportError as err:
-        raise ImportError("Loading GPT-2 weights by name needs Hugging Face transformers, "
-                          "which qkvcourse does not install: pip install transformers") from err
-    try:
-        from ._hub import from_pretrained
-
-        return from_pretrained(transformers.GPT2LMHeadModel, name, cache_dir=cache_dir)
-    except OSError as err:
-        raise OSError(
-            f"Could not load {name!r} from the Hugging Face Hub: downloading pretrained "
-            f"weights needs the network (and no HF_HUB_OFFLINE=1), unless they are already "
-            f"in the cache. Run this on a machine with network access (e.g. Colab) to "
-            f"download them once. The chapter continues with the local model, "
-            f"GPT(GPTConfig.tiny(vocab_size)) trained on the course's text, which needs no "
-            f"download. ({type(err).__name__}: {err})") from err
-
-
-def gpt_from_huggingface(source: Any, config: Any = None, *, dtype: torch.dtype | None = None,
-                         cache_dir: str | None = None) -> GPT:
-    """A :class:`GPT` with the weights of a Hugging Face GPT-2.
-
-    Args:
-        source: one of
-
-            - a ``transformers.GPT2LMHeadModel`` or ``GPT2Model`` (its ``config`` is used);
-            - a GPT-2 state dict (of either), with ``config`` given;
-            - a hub name such as ``"gpt2"`` (124M), ``"gpt2-medium"``: downloaded once with
-              ``transformers`` (which must be installed; needs the network).
-        config: the ``GPT2Config`` (or its dict) when ``source`` is a state dict.
-        dtype: the parameters' dtype (e.g. ``torch.bfloat16``); None keeps the source's.
-        cache_dir: where ``transformers`` caches downloads (hub names only).
-
-    Returns:
-        A :class:`GPT` in eval mode on the source's device, whose logits equal those of
-        ``GPT2LMHeadModel`` on the same weights.
-    """
-    if isinstance(source, str):
-        source = _hub_model(source, cache_dir)
-    if isinstance(source, nn.Module):
-        if config is None:
-            config = getattr(source, "config", None)
-        if config is None:
-            raise TypeError(f"source {type(source).__name__} has no .config; pass config=")
-        hf_state = source.state_dict()
-    elif isinstance(source, Mapping):
-        if config is None:
-            raise TypeError("config is required when source is a state dict: pass the "
-                            "GPT2Config (or its to_dict()) of the checkpoint")
-        hf_state = source
-    else:
-        raise TypeError(f"source must be a GPT2LMHeadModel / GPT2Model, a state dict or a hub "
-                        f"name, got {type(source).__name__}")
-    gpt_config = gpt_config_from_huggingface(config)
-    state = _convert_hf_state_dict(hf_state, gpt_config)
-    wte = state["token_embedding.weight"]
-    model = GPT(gpt_config)
-    model.load_state_dict(state)
-    return model.to(device=wte.device, dtype=dtype or wte.dtype).eval()

@@ -417,7 +417,7 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
         loss_fn: ``loss_fn(model, batch)`` for batches of another format (the captioner of
             chapter 4 reads images); None: the translation loss above.
     """
-    from .encoder_decoder import sequence_loss  # the trainer module imports nothing of ours
+    from .losses import sequence_loss  # the trainer module imports nothing of ours
     from .schedules import warmup_cosine_schedule
     from .trainer import Trainer, TrainerConfig
 

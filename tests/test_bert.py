@@ -20,13 +20,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from conftest import dtype_for, tolerance
-from qkvcourse.bert import (CLS, IS_NEXT, MASK, NOT_NEXT, SEP, BERTBatch, BERTConfig,
-                            BERTEncoder, BERTModel, BERTPretrainingData, MaskLM,
-                            NextSentencePred, bert_batch_loss, bert_from_huggingface,
-                            bert_pretraining_loss, bert_vocab, config_from_huggingface,
-                            get_tokens_and_segments, make_bert, mask_tokens,
-                            next_sentence_pairs)
-from qkvcourse.data.download import DownloadError
+from qkvcourse.bert import BERTConfig, BERTEncoder, BERTModel, MaskLM, NextSentencePred, make_bert
+from qkvcourse.data.bert_pretraining import (CLS, IS_NEXT, MASK, NOT_NEXT, SEP, BERTBatch,
+                                             BERTPretrainingData, bert_vocab,
+                                             get_tokens_and_segments, mask_tokens,
+                                             next_sentence_pairs)
+from qkvcourse.huggingface import (HubDownloadError, bert_config_from_huggingface,
+                                   bert_from_huggingface)
+from qkvcourse.losses import bert_batch_loss, bert_pretraining_loss
 from qkvcourse.data.vocab import Vocab
 from qkvcourse.transformer import AddNorm, PositionWiseFFN, TransformerEncoderBlock
 from helpers import raises
@@ -180,20 +181,20 @@ def test_state_dict_with_config_and_untied_weights(hf):
 
 def test_config_from_huggingface_and_unsupported_configs(hf):
     config = hf_config(hf, "odd")
-    ours = config_from_huggingface(config)
+    ours = bert_config_from_huggingface(config)
     assert (ours.vocab_size, ours.num_hiddens, ours.num_heads, ours.num_blks,
             ours.ffn_num_hiddens, ours.max_len, ours.num_segments) == (97, 48, 3, 1, 80, 16, 3)
     assert (ours.activation, ours.layer_norm_eps, ours.embedding_norm) == ("gelu", 1e-12, True)
     with raises(ValueError, "hidden_act='silu'"):
-        config_from_huggingface({**config.to_dict(), "hidden_act": "silu"})
+        bert_config_from_huggingface({**config.to_dict(), "hidden_act": "silu"})
     with raises(ValueError, "is_decoder=True"):
-        config_from_huggingface({**config.to_dict(), "is_decoder": True})
+        bert_config_from_huggingface({**config.to_dict(), "is_decoder": True})
 
 
 def test_loader_bad_sources(hf):
     config = hf_config(hf, "small")
     state = hf_model(hf, "BertModel", config).state_dict()
-    with raises(ValueError, "needs its config"):
+    with raises(TypeError, "config is required", "bert_from_huggingface"):
         bert_from_huggingface(state)
     with raises(TypeError, "got int"):
         bert_from_huggingface(3)
@@ -207,7 +208,7 @@ def test_loader_bad_sources(hf):
 
 
 def test_hub_name_offline_fails_with_a_clear_message(hf):
-    with raises(DownloadError, "qkvcourse-no-such/bert", "needs the network",
+    with raises(HubDownloadError, "qkvcourse-no-such/bert", "needs the network",
                 "continues with the locally trained model"):
         bert_from_huggingface("qkvcourse-no-such/bert")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import qkvcourse as qc
-from qkvcourse.bert import BERTPretrainingData, bert_vocab
+from qkvcourse.data.bert_pretraining import BERTPretrainingData, bert_vocab
 from qkvcourse.data import load_offline_corpus, paragraphs
 from qkvcourse.data.bert_story_tasks import (STORY_PAIR_LABELS, make_story_pair_task,
                                              make_story_span_task, story_tokenize)

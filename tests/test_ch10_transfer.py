@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import qkvcourse as qc
-from qkvcourse.bert import BERTPretrainingData
+from qkvcourse.data.bert_pretraining import BERTPretrainingData
 from qkvcourse.bert_transfer import (ARMS, FinetuneRecipe, bert_for_task, finetune_bert,
                                      pretraining_metrics, pretraining_monitors, subset,
                                      transfer_run)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from qkvcourse.encoder_decoder import (Decoder, Encoder, EncoderDecoder, map_state,
-                                       sequence_loss)
+from qkvcourse.encoder_decoder import Decoder, Encoder, EncoderDecoder, map_state
+from qkvcourse.losses import sequence_loss
 
 
 def test_sequence_loss_ignores_padding_exactly():

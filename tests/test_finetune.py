@@ -24,7 +24,8 @@ from qkvcourse.finetune import (MASKED_LOGIT, BERTClassifier, BERTSpanExtractor,
                                 gpt_finetune_loss, gpt_finetune_losses, gpt_lm_targets,
                                 make_loader, passage_mask, span_exact_match, span_f1, span_loss,
                                 token_f1)
-from qkvcourse.gpt import GPT, GPTConfig, lm_loss
+from qkvcourse.gpt import GPT, GPTConfig
+from qkvcourse.losses import lm_loss
 from qkvcourse.schedules import warmup_cosine_schedule
 from qkvcourse.trainer import Trainer, TrainerConfig
 from helpers import raises

@@ -14,8 +14,10 @@ import torch
 from torch.nn import functional as F
 
 from conftest import dtype_for, tolerance
-from qkvcourse.gpt import (GPT, GPTBlock, GPTConfig, gpt_config_from_huggingface,
-                           gpt_from_huggingface, lm_loss, top_k_filter, top_p_filter)
+from qkvcourse.gpt import GPT, GPTBlock, GPTConfig, top_k_filter, top_p_filter
+from qkvcourse.huggingface import (HubDownloadError, gpt_config_from_huggingface,
+                                   gpt_from_huggingface)
+from qkvcourse.losses import lm_loss
 
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
@@ -408,7 +410,8 @@ def test_a_tiny_model_learns_a_sequence():
 # -- loading by hub name ------------------------------------------------------------------------
 
 def test_hub_name_offline_gives_a_clear_message(tmp_path):
-    with raises(OSError, "'gpt2'", "needs the network", "continues with the local model"):
+    with raises(HubDownloadError, "'gpt2'", "needs the network",
+                "continues with the locally trained model"):
         GPT.from_huggingface("gpt2", cache_dir=str(tmp_path))
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from qkvcourse.decoding import greedy_search
-from qkvcourse.encoder_decoder import EncoderDecoder, sequence_loss
+from qkvcourse.encoder_decoder import EncoderDecoder
+from qkvcourse.losses import sequence_loss
 from qkvcourse.seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqAttentionState,
                                Seq2SeqDecoder, Seq2SeqEncoder, Seq2SeqState, make_rnn_seq2seq)
 from helpers import raises

@@ -5,6 +5,7 @@
 - ``translation``  the generated date task (:class:`DateTranslationData`, the default,
   no network) and Tatoeba English–French (:class:`TatoebaData`), in one batch format
 - ``download``     :func:`download` (cached, checksummed, atomic) and :func:`extract`
+- ``bert_pretraining``  BERT's masked-LM and next-sentence examples (:class:`BERTPretrainingData`)
 """
 from .download import ChecksumError, DownloadError, download, extract, get_cache_dir
 from .translation import (DATE_STYLES, TATOEBA_SHA1, TATOEBA_URL, CharacterTranslationData, DateStyle,
@@ -55,3 +56,11 @@ from .sequences import CopyTaskData, SequenceTaskData, random_string_pairs, toke
 
 __all__ += ["CopyTaskData", "SequenceTaskData", "ShapeCaptionData", "draw_shapes",
             "random_string_pairs", "token_accuracy"]
+
+# BERT's pretraining examples (chapter 10): ``bert_pretraining`` (the <cls> a <sep> b <sep>
+# input, next-sentence pairs, masked-LM corruption, the padded data set).
+from .bert_pretraining import (BERT_RESERVED_TOKENS, BERTBatch, BERTPretrainingData, bert_vocab,
+                               get_tokens_and_segments, mask_tokens, next_sentence_pairs)
+
+__all__ += ["BERTBatch", "BERTPretrainingData", "BERT_RESERVED_TOKENS", "bert_vocab",
+            "get_tokens_and_segments", "mask_tokens", "next_sentence_pairs"]

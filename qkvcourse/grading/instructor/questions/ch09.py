@@ -6,7 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from ....finetune import gpt_lm_targets
-from ....gpt import lm_loss, top_k_filter, top_p_filter
+from ....gpt import top_k_filter, top_p_filter
+from ....losses import lm_loss
 from ...core import Case
 from ..registry import Mistake, Question, register
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ....bert import get_tokens_and_segments
+from ....data.bert_pretraining import get_tokens_and_segments
 from ....finetune import best_spans
 from ...core import Case
 from ..registry import Mistake, Question, register
