@@ -350,7 +350,7 @@ class CausalSelfAttention(_Attention):
             mha.attention.attention_weights = None
         else:
             mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
-            out = mha.attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+            out = mha.attention.attend(q, k, v, attn_mask=mask)  # (B, H, T, D)
         return mha.W_o(_merge(out)), (k, v)  # (B, T, N)
 
 
