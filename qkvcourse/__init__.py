@@ -10,7 +10,9 @@ The package is organised in the order the course teaches:
 - ``encoder_decoder``  the encoder–decoder contract (chapters 4, 7)
 - ``seq2seq``     GRU encoder, Bahdanau attention decoder (chapter 4)
 - ``transformer`` encoder and decoder blocks, the three attention flavours (chapter 7)
-- ``decoding``    greedy and beam search, BLEU (chapters 4, 7)
+- ``decoding``    greedy and beam search (chapters 4, 7)
+- ``metrics``     BLEU, exact match, token accuracy, calibration, classification accuracy,
+                  SQuAD exact match and F1 (chapters 4, 7, 9, 10)
 - ``trainer``     a generic trainer with the performance switches in one place
 - ``callbacks``   what the trainer does around its loop: printing, curves, early stopping,
                   checkpoints
@@ -56,7 +58,10 @@ from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSe
                           PositionWiseFFN, TransformerConfig, TransformerDecoder,
                           TransformerDecoderBlock, TransformerEncoder, TransformerEncoderBlock,
                           make_transformer)
-from .decoding import Hypotheses, Hypothesis, beam_search, bleu, corpus_bleu, greedy_search
+from .decoding import Hypotheses, Hypothesis, beam_search, greedy_search
+from .metrics import (bleu, classification_accuracy, corpus_bleu, exact_match,
+                      expected_calibration_error, span_exact_match, span_f1, token_accuracy,
+                      token_f1)
 from .experiments import SweepResult, sweep
 from .callbacks import (Callback, Checkpoint, EarlyStopping, EvaluateEvery, LossCurve,
                         PrintMetrics)
@@ -68,13 +73,13 @@ from .data.bert_pretraining import (BERTBatch, BERTPretrainingData, bert_vocab,
                                     get_tokens_and_segments, mask_tokens, next_sentence_pairs)
 from .huggingface import (bert_from_huggingface, gpt_config_from_huggingface,
                           gpt_from_huggingface)
-from . import data, distributed, profiling
+from . import data, distributed, metrics, profiling
 from .profiling import (attention_step, peak_attention_memory, power_law_fit, steady_timing,
                         time_attention)
 from .distributed import distributed_loader
 from .finetune import (BERTClassifier, BERTSpanExtractor, GPTClassifier, best_spans,
                        bert_classification_inputs, bert_classification_loss, bert_span_inputs,
-                       bert_span_loss, gpt_classification_inputs, gpt_finetune_loss, span_f1)
+                       bert_span_loss, gpt_classification_inputs, gpt_finetune_loss)
 from .transfer import char_token_map, transfer_gpt
 from .zero_shot import choose_continuation, continuation_log_probs
 from .data import (BPETokenizer, CharTokenizer, DateTranslationData, TatoebaData, Vocab,
@@ -116,4 +121,7 @@ __all__ = [
     "bert_classification_inputs", "bert_classification_loss", "bert_span_inputs",
     "bert_span_loss", "gpt_classification_inputs", "gpt_finetune_loss", "span_f1",
     "char_token_map", "choose_continuation", "continuation_log_probs", "transfer_gpt",
+    # scores (chapters 4, 7, 9, 10); bleu, corpus_bleu and span_f1 are listed above
+    "metrics", "classification_accuracy", "exact_match", "expected_calibration_error",
+    "span_exact_match", "token_accuracy", "token_f1",
 ]

@@ -1,4 +1,4 @@
-"""Generating from an encoder–decoder: greedy and beam search; BLEU (chapters 4 and 7).
+"""Generating from an encoder–decoder: greedy and beam search (chapters 4 and 7).
 
 Shape legend: B batch, S source length, V target vocabulary size, K beam size.
 
@@ -20,16 +20,13 @@ Conventions shared by both searches:
   batch row of whatever the decoder stored in ``decoder.attention_weights`` at
   that step, e.g. a ``(1, S)`` tensor for the Bahdanau decoder.
 
-BLEU (Papineni et al., 2002) is given twice: :func:`bleu`, d2l's per-sentence
-variant, and :func:`corpus_bleu`, the standard corpus-level score that
-``sacrebleu`` reports.
+The outputs are scored by :mod:`qkvcourse.metrics` (BLEU, exact match, token accuracy).
 """
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -355,100 +352,3 @@ def beam_search(model: EncoderDecoder, src: Tensor, src_valid_lens: Tensor | Non
             nbest_all.append(hyps)
             best_all.append(hyps[0])
     return Hypotheses.from_best(best_all, return_attention, nbest=nbest_all)
-
-
-# -- BLEU --------------------------------------------------------------------------------------
-
-def _check_token_list(name: str, tokens) -> None:
-    if isinstance(tokens, str):
-        raise TypeError(f"{name} must be a list of tokens, got the string {tokens[:40]!r}; "
-                        "split it first, e.g. sentence.split()")
-    if not isinstance(tokens, Sequence):
-        raise TypeError(f"{name} must be a list of tokens, got {type(tokens).__name__}")
-
-
-def _ngrams(tokens: Sequence[Hashable], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
-def _clipped_matches(pred: Sequence[Hashable], label: Sequence[Hashable], n: int) -> int:
-    """Σ over n-grams g of min(count of g in pred, count of g in label) (Papineni, section 2.1)."""
-    return sum((_ngrams(pred, n) & _ngrams(label, n)).values())
-
-
-def bleu(pred_tokens: Sequence[Hashable], label_tokens: Sequence[Hashable], k: int = 4) -> float:
-    """d2l's per-sentence BLEU, on the 0–1 scale.
-
-    exp(min(0, 1 - len_label / len_pred)) · Π_{n=1}^{min(k, len_pred)} p_n^(1/2^n),
-    where p_n is the fraction of the prediction's n-grams found in the label
-    (each label n-gram matched at most once). Longer n-grams get larger weights
-    1/2^n, so matching them matters more. An empty prediction scores 0.
-
-    Args:
-        pred_tokens: the predicted tokens (a list, not a string).
-        label_tokens: the reference tokens.
-        k: the longest n-gram considered.
-    """
-    _check_token_list("pred_tokens", pred_tokens)
-    _check_token_list("label_tokens", label_tokens)
-    _check_positive_int("k", k)
-    len_pred, len_label = len(pred_tokens), len(label_tokens)
-    if len_pred == 0:
-        return 0.0
-    score = math.exp(min(0.0, 1.0 - len_label / len_pred))  # brevity penalty
-    for n in range(1, min(k, len_pred) + 1):
-        precision = _clipped_matches(pred_tokens, label_tokens, n) / (len_pred - n + 1)
-        score *= precision ** (0.5 ** n)
-    return score
-
-
-def corpus_bleu(predictions: Sequence[Sequence[Hashable]],
-                references: Sequence[Sequence[Hashable]], max_n: int = 4,
-                smooth: bool = False) -> float:
-    """Corpus-level BLEU of Papineni et al. (2002), section 2, on the 0–100 scale.
-
-    p_n = Σ_sentences clipped n-gram matches / Σ_sentences predicted n-grams;
-    BLEU = BP · exp((1/max_n) Σ_n log p_n), with the corpus brevity penalty
-    BP = 1 if c > r else exp(1 - r/c), c and r the total prediction and reference
-    lengths. Any p_n = 0 gives 0. One reference per prediction. This is
-    ``sacrebleu``'s score with ``tokenize="none"`` on space-joined tokens.
-
-    Args:
-        predictions: one token list per sentence.
-        references: the matching reference token lists.
-        max_n: the longest n-gram (4 is standard).
-        smooth: add one to the matches and counts of every n > 1 (Lin and Och, 2004;
-            sacrebleu's ``smooth_method="add-k"`` with k = 1), so that short
-            corpora with no 4-gram match do not score 0.
-    """
-    if isinstance(predictions, str) or not isinstance(predictions, Sequence):
-        raise TypeError(f"predictions must be a list of token lists, "
-                        f"got {type(predictions).__name__}")
-    if isinstance(references, str) or not isinstance(references, Sequence):
-        raise TypeError(f"references must be a list of token lists, "
-                        f"got {type(references).__name__}")
-    if len(predictions) != len(references):
-        raise ValueError(f"predictions and references must have the same length, got "
-                         f"{len(predictions)} predictions and {len(references)} references")
-    _check_positive_int("max_n", max_n)
-    matches, totals = [0] * max_n, [0] * max_n
-    pred_length = ref_length = 0
-    for i, (pred, ref) in enumerate(zip(predictions, references)):
-        _check_token_list(f"predictions[{i}]", pred)
-        _check_token_list(f"references[{i}]", ref)
-        pred_length, ref_length = pred_length + len(pred), ref_length + len(ref)
-        for n in range(1, max_n + 1):
-            matches[n - 1] += _clipped_matches(pred, ref, n)
-            totals[n - 1] += max(len(pred) - n + 1, 0)
-    if matches[0] == 0:  # no unigram in common (or an empty corpus)
-        return 0.0
-    log_precision = 0.0
-    for n in range(1, max_n + 1):
-        m, t = matches[n - 1], totals[n - 1]
-        if smooth and n > 1:
-            m, t = m + 1, t + 1
-        if m == 0:
-            return 0.0
-        log_precision += math.log(m / t)
-    brevity = 1.0 if pred_length > ref_length else math.exp(1 - ref_length / pred_length)
-    return 100.0 * brevity * math.exp(log_precision / max_n)

@@ -16,7 +16,8 @@ laid out and which hidden state the new layer reads:
   (pooled) final state of ``<cls>`` (:class:`BERTClassifier`, section 4.1); a span
   extractor (SQuAD, section 4.2) learns a start vector S and an end vector E and scores
   every passage token as the start and as the end of the answer
-  (:class:`BERTSpanExtractor`, :func:`best_spans`, :func:`span_f1`).
+  (:class:`BERTSpanExtractor`, :func:`best_spans`; scored by
+  :func:`~qkvcourse.metrics.span_f1`).
 
 The input functions take the examples of :mod:`qkvcourse.data.tasks` (any objects with
 the same fields work) and a vocabulary holding the special tokens
@@ -30,7 +31,6 @@ BERT's num_hiddens), C number of classes, V vocabulary size.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, NamedTuple, Sequence
 
 import torch
@@ -46,15 +46,15 @@ from .data.vocab import Vocab, pad_batch
 from .decoding import _EvalMode
 from .gpt import GPT
 from .losses import IGNORE_INDEX, lm_loss
+from .metrics import span_exact_match, span_f1
 from .transformer import _check_lens, _is_integer
 
 __all__ = [
     "BERTClassifier", "BERTSpanExtractor", "GPTClassifier", "GPTFinetuneLoss", "SpanScores",
     "best_spans", "bert_classification_inputs", "bert_classification_loss", "bert_span_inputs",
-    "bert_span_loss", "classification_accuracy", "classification_labels", "evaluate_classifier",
-    "evaluate_spans", "gpt_classification_inputs", "gpt_finetune_loss", "gpt_finetune_losses",
-    "gpt_lm_targets", "make_loader", "passage_mask", "span_exact_match", "span_f1",
-    "span_loss", "token_f1",
+    "bert_span_loss", "classification_labels", "evaluate_classifier", "evaluate_spans",
+    "gpt_classification_inputs", "gpt_finetune_loss", "gpt_finetune_losses", "gpt_lm_targets",
+    "make_loader", "passage_mask", "span_loss",
 ]
 
 MASKED_LOGIT = torch.finfo(torch.float32).min  # the span logit of a non-passage position
@@ -157,20 +157,6 @@ def make_loader(tensors: Sequence[Tensor], batch_size: int = 32, shuffle: bool =
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, **kwargs)
-
-
-def classification_accuracy(logits: Tensor, labels: Tensor) -> float:
-    """The fraction of rows whose arg-max class is the label.
-
-    Args:
-        logits: ``(B, C)`` class scores.
-        labels: ``(B,)`` integer labels in ``[0, C)``.
-    """
-    check_tensor("logits", logits, ndim=2)
-    _check_ids_1d("labels", labels, logits.shape[0])
-    if logits.shape[0] == 0:
-        raise ValueError(f"logits must hold at least one row, got shape {shape_str(logits)}")
-    return (logits.argmax(dim=-1) == labels.to(logits.device)).float().mean().item()
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -636,78 +622,6 @@ def best_spans(start_logits: Tensor, end_logits: Tensor, max_answer_len: int = 3
     allowed = (length >= 0) & (length < max_answer_len)  # (T, T)
     best = scores.masked_fill(~allowed, float("-inf")).reshape(B, T * T).argmax(dim=1)  # (B,)
     return best // T, best % T
-
-
-def token_f1(prediction: Sequence, ground_truth: Sequence) -> float:
-    """SQuAD's F1 of one answer: the harmonic mean of the precision and recall of the
-    tokens they share, counted as bags (a repeated token counts as often as it is in
-    both). Two empty answers score 1, one empty answer 0 (as in SQuAD v2's script).
-
-    The official script first normalises the texts (lower case, no punctuation, no
-    articles ``a``/``an``/``the``); the course's tokens need none of it.
-    """
-    prediction, ground_truth = list(prediction), list(ground_truth)
-    if not prediction or not ground_truth:
-        return float(prediction == ground_truth)
-    num_same = sum((Counter(prediction) & Counter(ground_truth)).values())
-    if num_same == 0:
-        return 0.0
-    precision, recall = num_same / len(prediction), num_same / len(ground_truth)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _span_args(pred_start, pred_end, start, end, tokens) -> list[list[int]]:
-    for name, t in (("pred_start", pred_start), ("pred_end", pred_end), ("start", start),
-                    ("end", end)):
-        _check_ids_1d(name, t, pred_start.shape[0] if isinstance(pred_start, Tensor) else None)
-    if pred_start.shape[0] == 0:
-        raise ValueError("pred_start must hold at least one span, got shape (0,)")
-    if tokens is not None:
-        check_tensor("tokens", tokens, ndim=2)
-        if tokens.shape[0] != pred_start.shape[0]:
-            raise ValueError(f"tokens must have one row per span, got shape "
-                             f"{shape_str(tokens)} for {pred_start.shape[0]} spans")
-    return [t.tolist() for t in (pred_start, pred_end, start, end)]
-
-
-def _span_items(pred_start, pred_end, start, end, tokens):
-    ps, pe, gs, ge = _span_args(pred_start, pred_end, start, end, tokens)
-    rows = tokens.tolist() if tokens is not None else None
-    for b in range(len(ps)):
-        if rows is None:  # positions stand for tokens: every position is a distinct token
-            yield list(range(ps[b], pe[b] + 1)), list(range(gs[b], ge[b] + 1))
-        else:
-            yield rows[b][ps[b]:pe[b] + 1], rows[b][gs[b]:ge[b] + 1]
-
-
-def span_exact_match(pred_start: Tensor, pred_end: Tensor, start: Tensor, end: Tensor,
-                     tokens: Tensor | None = None) -> float:
-    """SQuAD's exact match: the fraction of predicted spans equal to the answer.
-
-    Args:
-        pred_start, pred_end: ``(B,)`` predicted first and last positions (inclusive).
-        start, end: ``(B,)`` the answers' first and last positions.
-        tokens: ``(B, T)`` token ids; if given, spans are compared by their tokens (as
-            SQuAD compares texts: the same words elsewhere count), otherwise by position.
-    """
-    matches = [p == g for p, g in _span_items(pred_start, pred_end, start, end, tokens)]
-    return sum(matches) / len(matches)
-
-
-def span_f1(pred_start: Tensor, pred_end: Tensor, start: Tensor, end: Tensor,
-            tokens: Tensor | None = None) -> float:
-    """SQuAD's F1 averaged over the batch (:func:`token_f1` of each predicted span and its
-    answer).
-
-    Args:
-        pred_start, pred_end: ``(B,)`` predicted first and last positions (inclusive).
-        start, end: ``(B,)`` the answers' first and last positions.
-        tokens: ``(B, T)`` token ids; if given, spans are compared as bags of tokens
-            (SQuAD's definition), otherwise as sets of positions (the overlap of the two
-            intervals).
-    """
-    scores = [token_f1(p, g) for p, g in _span_items(pred_start, pred_end, start, end, tokens)]
-    return sum(scores) / len(scores)
 
 
 def bert_span_loss(model: BERTSpanExtractor, batch) -> Tensor:

@@ -6,7 +6,7 @@ training budget (on :class:`~qkvcourse.data.sequences.SequenceTaskData`, trained
 :func:`evaluate_seq2seq`: greedy-decoding accuracy (whole sequences and per position)
 and, under teacher forcing, the quantities that label smoothing trades off: the
 negative log-likelihood of the reference (perplexity) and calibration (mean confidence
-and expected calibration error, :func:`expected_calibration_error`).
+and expected calibration error, :func:`~qkvcourse.metrics.expected_calibration_error`).
 
 Shape legend: B batch, S source length, T target length, V target vocabulary size.
 """
@@ -16,38 +16,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch import Tensor
 from torch.nn import functional as F
 
 from .data.translation import TranslationData
 from .decoding import greedy_search
 from .encoder_decoder import EncoderDecoder
+from .metrics import exact_match, expected_calibration_error, token_accuracy
 
-__all__ = ["Seq2SeqScores", "expected_calibration_error", "evaluate_seq2seq", "scores_table"]
-
-
-def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: int = 10) -> float:
-    """ECE: ``Σ_bins (n_bin / n) · |accuracy in the bin − mean confidence in the bin|``.
-
-    ``confidence (n,)`` is the probability a model gives to its prediction, ``correct (n,)``
-    whether the prediction was right; bins split [0, 1] into ``num_bins`` equal parts
-    (Guo et al., 2017, "On calibration of modern neural networks", eq. 3). 0 for a model
-    whose confidence is, in every bin, its accuracy.
-    """
-    if confidence.shape != correct.shape or confidence.dim() != 1:
-        raise ValueError(f"confidence and correct must be 1-D of the same shape, got "
-                         f"{tuple(confidence.shape)} and {tuple(correct.shape)}")
-    if confidence.numel() == 0:
-        raise ValueError("need at least one prediction")
-    confidence, correct = confidence.double(), correct.double()
-    bins = (confidence * num_bins).long().clamp(0, num_bins - 1)  # confidence 1.0 -> last bin
-    ece = 0.0
-    for b in range(num_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            gap = correct[in_bin].mean() - confidence[in_bin].mean()
-            ece += in_bin.double().mean().item() * abs(gap.item())
-    return ece
+__all__ = ["Seq2SeqScores", "evaluate_seq2seq", "scores_table"]
 
 
 @dataclass
@@ -95,8 +71,8 @@ def evaluate_seq2seq(model: EncoderDecoder, data: TranslationData, split: str = 
     nll = -log_probs.gather(1, reference[:, None]).mean().item()
     confidence, predicted = log_probs.exp().max(dim=-1)  # (n,), (n,)
     return Seq2SeqScores(
-        exact_match=sum(p == t for p, t in zip(predictions, targets)) / len(targets),
-        token_accuracy=sum(hits) / sum(counts),
+        exact_match=exact_match(predictions, targets),
+        token_accuracy=token_accuracy(predictions, targets),
         position_accuracy=[h / c for h, c in zip(hits, counts)],
         teacher_forced_accuracy=(predicted == reference).double().mean().item(),
         nll=nll, perplexity=float(torch.tensor(nll).exp()),

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import qkvcourse as qc
-from qkvcourse.data.sequences import CopyTaskData, random_string_pairs, token_accuracy
+from qkvcourse.data.sequences import CopyTaskData, random_string_pairs
+from qkvcourse.metrics import token_accuracy
 from qkvcourse.seq2seq import train_seq2seq, translate_sources
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,15 +43,6 @@ def test_copy_data_splits_and_batches():
     assert "copy" in repr(data) and "length=8" in repr(data)
     with pytest.raises(ValueError, match="num_train"):
         CopyTaskData(length=3, num_train=-1)
-
-
-def test_token_accuracy():
-    assert token_accuracy(["abc", "abd"], ["abc", "abc"]) == pytest.approx(5 / 6)
-    assert token_accuracy(["a", "abcdef"], ["abc", "abc"]) == pytest.approx(4 / 6)  # short misses
-    with pytest.raises(ValueError, match="items"):
-        token_accuracy(["a"], ["a", "b"])
-    with pytest.raises(ValueError, match="at least one"):
-        token_accuracy([""], [""])
 
 
 def test_train_seq2seq_learns_to_copy_short_strings_and_repeats():

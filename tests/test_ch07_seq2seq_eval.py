@@ -11,8 +11,7 @@ from torch.nn import functional as F
 import qkvcourse as qc
 from qkvcourse.data.sequences import SequenceTaskData
 from qkvcourse.seq2seq import train_seq2seq
-from qkvcourse.seq2seq_eval import (Seq2SeqScores, evaluate_seq2seq, expected_calibration_error,
-                                    scores_table)
+from qkvcourse.seq2seq_eval import Seq2SeqScores, evaluate_seq2seq, scores_table
 
 
 def small_transformer(data):
@@ -52,22 +51,6 @@ def test_deterministic_from_seed_and_tensors():
 def test_bad_arguments(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         SequenceTaskData(**kwargs)
-
-
-# -- calibration -------------------------------------------------------------------------------
-
-def test_expected_calibration_error_by_hand():
-    conf = torch.tensor([0.95, 0.95, 0.55, 0.55])
-    correct = torch.tensor([True, True, True, False])
-    # bin 9: accuracy 1, confidence 0.95 -> 0.05; bin 5: accuracy 0.5, confidence 0.55 -> 0.05
-    assert expected_calibration_error(conf, correct) == pytest.approx(0.05)
-    assert expected_calibration_error(torch.tensor([1.0]), torch.tensor([True])) == 0.0
-    assert expected_calibration_error(torch.tensor([0.9, 0.9]), torch.tensor([False, False])) \
-        == pytest.approx(0.9)
-    with pytest.raises(ValueError):
-        expected_calibration_error(torch.tensor([0.5]), torch.tensor([True, False]))
-    with pytest.raises(ValueError):
-        expected_calibration_error(torch.tensor([]), torch.tensor([], dtype=torch.bool))
 
 
 def test_label_smoothing_caps_the_optimal_confidence():

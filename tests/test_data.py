@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from qkvcourse.data.translation import (DATE_STYLES, FIRST_DATE, LAST_DATE, DateStyle,
-                                        DateTranslationData, TranslationBatch, exact_match,
-                                        generate_date_pairs, ordinal, preprocess_sentence,
-                                        tokenize_words, translation_tensors)
+                                        DateTranslationData, TranslationBatch, generate_date_pairs,
+                                        ordinal, preprocess_sentence, tokenize_words,
+                                        translation_tensors)
 from qkvcourse.data.vocab import SPECIAL_TOKENS, Vocab, pad_batch
 
 # --- Vocab ---------------------------------------------------------------------------------
@@ -374,15 +374,6 @@ def test_encode_sources_and_decode_targets(data):
 def test_translation_tensors_rejects_mismatched_lists(data):
     with pytest.raises(ValueError, match="src_token_lists has 2 sequences but tgt_token_lists has 1"):
         translation_tensors([["a"], ["b"]], [["1"]], data.src_vocab, data.tgt_vocab)
-
-
-def test_exact_match():
-    assert exact_match(["a", "b", "c", "d"], ["a", "x", "c", "y"]) == 0.5
-    assert DateTranslationData.exact_match(["1"], ["1"]) == 1.0
-    with pytest.raises(ValueError, match="predictions has 1 items but references has 2"):
-        exact_match(["a"], ["a", "b"])
-    with pytest.raises(ValueError, match="empty"):
-        exact_match([], [])
 
 
 def test_batch_moves_to_device(data, device):

@@ -1,22 +1,17 @@
-"""Greedy search, beam search and BLEU (chapters 4 and 7).
+"""Greedy search and beam search (chapters 4 and 7); BLEU is tested in test_metrics.py.
 
-References: sacrebleu for corpus BLEU, d2l for the per-sentence BLEU, exhaustive
-enumeration for beam search, teacher forcing for the scores and attention the
-searches report, and greedy search for beam search with one beam."""
+References: exhaustive enumeration for beam search, teacher forcing for the scores and
+attention the searches report, and greedy search for beam search with one beam."""
 from __future__ import annotations
 
 import itertools
 import math
-import random
 
 import pytest
-import sacrebleu
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from qkvcourse.decoding import Hypotheses, beam_search, bleu, corpus_bleu, greedy_search
+from qkvcourse.decoding import Hypotheses, beam_search, greedy_search
 from qkvcourse.encoder_decoder import Decoder, Encoder, EncoderDecoder
 from qkvcourse.seq2seq import RNNSeq2SeqConfig, make_rnn_seq2seq
 from helpers import raises
@@ -304,81 +299,6 @@ def test_searches_run_on_every_device(device):
     assert greedy.attention[0][0].device.type == torch.device(device).type
 
 
-# -- BLEU --------------------------------------------------------------------------------------
-
-def test_bleu_hand_computed():
-    assert bleu(list("abcd"), list("abcd")) == pytest.approx(1.0)
-    assert bleu(list("abc"), list("abcd"), k=3) == pytest.approx(math.exp(1 - 4 / 3))
-    assert bleu(list("abd"), list("abc"), k=3) == 0.0  # no trigram in common
-    # p1 = 1, p2 = 2/3 (ab, cd of ab, bc, cd); brevity exp(1 - 5/4)
-    expected = math.exp(-0.25) * 1.0 ** 0.5 * (2 / 3) ** 0.25
-    assert bleu(list("abcd"), list("abxcd"), k=2) == pytest.approx(expected)
-    assert bleu(["a"], ["a", "b"], k=4) == pytest.approx(math.exp(-1))  # n stops at len_pred
-    # clipping: "the" appears twice in the label, so 2 of 4 unigrams match
-    assert bleu(["the"] * 4, ["the", "cat", "the"], k=1) == pytest.approx(0.5 ** 0.5)
-    assert bleu([], ["a"]) == 0.0
-
-
-def test_bleu_matches_d2l(d2l):
-    rng = random.Random(0)
-    for _ in range(300):
-        pred = [rng.choice("abcd") for _ in range(rng.randint(1, 9))]
-        label = [rng.choice("abcd") for _ in range(rng.randint(1, 9))]
-        k = rng.randint(1, 4)
-        assert bleu(pred, label, k) == pytest.approx(d2l.bleu(" ".join(pred), " ".join(label), k),
-                                                     abs=1e-12)
-
-
-def _sacrebleu(predictions, references, max_n, smooth):
-    metric = sacrebleu.metrics.BLEU(tokenize="none", effective_order=False,
-                                    smooth_method="add-k" if smooth else "none",
-                                    smooth_value=1 if smooth else None,
-                                    max_ngram_order=max_n)
-    return metric.corpus_score([" ".join(p) for p in predictions],
-                               [[" ".join(r) for r in references]]).score
-
-
-sentences = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=0, max_size=9)
-
-
-@settings(max_examples=300, deadline=None)
-@given(corpus=st.lists(st.tuples(sentences, sentences), min_size=1, max_size=6),
-       max_n=st.integers(1, 4), smooth=st.booleans())
-def test_corpus_bleu_matches_sacrebleu(corpus, max_n, smooth):
-    predictions, references = [p for p, _ in corpus], [r for _, r in corpus]
-    ours = corpus_bleu(predictions, references, max_n=max_n, smooth=smooth)
-    assert ours == pytest.approx(_sacrebleu(predictions, references, max_n, smooth), abs=1e-6)
-
-
-def test_corpus_bleu_matches_sacrebleu_on_longer_corpora():
-    rng = random.Random(1)
-    words = "the a cat dog sat on mat and ran".split()
-    for _ in range(30):
-        references = [[rng.choice(words) for _ in range(rng.randint(3, 15))]
-                      for _ in range(rng.randint(5, 20))]
-        # predictions: noisy copies of the references
-        predictions = [[w if rng.random() < 0.7 else rng.choice(words) for w in r
-                        if rng.random() < 0.9] for r in references]
-        for smooth in (False, True):
-            assert corpus_bleu(predictions, references, smooth=smooth) == pytest.approx(
-                _sacrebleu(predictions, references, 4, smooth), abs=1e-6)
-
-
-def test_corpus_bleu_hand_cases():
-    refs = [["the", "cat", "sat", "on", "the", "mat"], ["a", "dog", "ran", "off", "fast"]]
-    assert corpus_bleu(refs, refs) == pytest.approx(100.0)
-    assert corpus_bleu([["x", "y", "z"], ["u"]], refs) == 0.0
-    # Perfect n-gram precision but short: 8 tokens of 11, BP = exp(1 - 11/8)
-    short = [refs[0][:5], refs[1][:3]]
-    assert corpus_bleu(short, refs) == pytest.approx(100 * math.exp(1 - 11 / 8), abs=1e-9)
-    # Papineni et al.'s example: modified unigram precision 2/7, no brevity penalty
-    assert corpus_bleu([["the"] * 7], [refs[0]], max_n=1) == pytest.approx(100 * 2 / 7)
-    # No 4-gram match: 0 without smoothing, positive with it
-    pred = [["the", "cat", "sat", "the", "mat"]]
-    assert corpus_bleu(pred, [refs[0]]) == 0.0
-    assert corpus_bleu(pred, [refs[0]], smooth=True) > 0.0
-
-
 # -- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("search", [greedy_search, beam_search])
@@ -438,29 +358,3 @@ class TestBeamSearchBadInput:
             beam_search(self.model, self.src, self.lens, BOS, EOS, 4, beam_size=4, n_best=5)
         with raises(ValueError, "n_best", "positive", "0"):
             beam_search(self.model, self.src, self.lens, BOS, EOS, 4, n_best=0)
-
-
-def test_bleu_bad_input():
-    with raises(TypeError, "pred_tokens", "string", "split"):
-        bleu("a b c", ["a"])
-    with raises(TypeError, "label_tokens", "string"):
-        bleu(["a"], "a b")
-    with raises(TypeError, "pred_tokens", "int"):
-        bleu(3, ["a"])
-    with raises(ValueError, "k", "positive", "0"):
-        bleu(["a"], ["a"], k=0)
-
-
-def test_corpus_bleu_bad_input():
-    with raises(ValueError, "predictions", "references", "2 predictions", "1 references"):
-        corpus_bleu([["a"], ["b"]], [["a"]])
-    with raises(TypeError, "predictions", "str"):
-        corpus_bleu("a b", ["a b"])
-    with raises(TypeError, "references", "str"):
-        corpus_bleu([["a"]], "a")
-    with raises(TypeError, "predictions[1]", "string", "split"):
-        corpus_bleu([["a"], "b c"], [["a"], ["b"]])
-    with raises(TypeError, "references[0]", "string"):
-        corpus_bleu([["a"]], ["a"])
-    with raises(ValueError, "max_n", "positive", "0"):
-        corpus_bleu([["a"]], [["a"]], max_n=0)

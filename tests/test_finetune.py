@@ -1,7 +1,7 @@
 """Fine-tuning GPT and BERT (qkvcourse.finetune): the input transformations on hand
 examples, the heads read the right positions, the losses against separately computed
-references, span decoding against brute force, SQuAD's exact match and F1 on hand cases,
-errors on bad input, and short seeded training runs on the generated tasks."""
+references, span decoding against brute force, errors on bad input, and short seeded
+training runs on the generated tasks (the metrics are tested in test_metrics.py)."""
 from __future__ import annotations
 
 import functools
@@ -19,13 +19,12 @@ from qkvcourse.data.vocab import Vocab
 from qkvcourse.finetune import (MASKED_LOGIT, BERTClassifier, BERTSpanExtractor, GPTClassifier,
                                 best_spans, bert_classification_inputs,
                                 bert_classification_loss, bert_span_inputs, bert_span_loss,
-                                classification_accuracy, classification_labels,
-                                evaluate_classifier, evaluate_spans, gpt_classification_inputs,
-                                gpt_finetune_loss, gpt_finetune_losses, gpt_lm_targets,
-                                make_loader, passage_mask, span_exact_match, span_f1, span_loss,
-                                token_f1)
+                                classification_labels, evaluate_classifier, evaluate_spans,
+                                gpt_classification_inputs, gpt_finetune_loss, gpt_finetune_losses,
+                                gpt_lm_targets, make_loader, passage_mask, span_loss)
 from qkvcourse.gpt import GPT, GPTConfig
 from qkvcourse.losses import lm_loss
+from qkvcourse.metrics import classification_accuracy
 from qkvcourse.schedules import warmup_cosine_schedule
 from qkvcourse.trainer import Trainer, TrainerConfig
 from helpers import raises
@@ -268,25 +267,6 @@ def test_best_spans_hand_cases():
     assert [t.tolist() for t in best_spans(start, end, max_answer_len=2)] == [[1], [1]]
 
 
-def test_squad_exact_match_and_f1_on_hand_cases():
-    # token_f1 is SQuAD's f1_score on already normalised tokens
-    assert token_f1(["new", "york"], ["new", "york"]) == 1.0
-    assert token_f1(["york"], ["new", "york"]) == pytest.approx(2 * 1.0 * 0.5 / 1.5)
-    assert token_f1(["in", "new", "york", "city"], ["new", "york"]) == pytest.approx(2 / 3)
-    assert token_f1(["paris"], ["new", "york"]) == 0.0
-    assert token_f1(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx(2 / 3)  # bags, not sets
-    assert token_f1([], []) == 1.0 and token_f1([], ["a"]) == 0.0
-    pred_s, pred_e = torch.tensor([2, 5, 0, 4]), torch.tensor([3, 5, 1, 4])
-    gold_s, gold_e = torch.tensor([2, 4, 3, 1]), torch.tensor([3, 6, 3, 1])
-    assert span_exact_match(pred_s, pred_e, gold_s, gold_e) == 0.25
-    # by positions: 1, then 1 of 1 predicted / 1 of 3 gold -> 0.5, then 0, then 0
-    assert span_f1(pred_s, pred_e, gold_s, gold_e) == pytest.approx((1 + 0.5 + 0 + 0) / 4)
-    # by tokens: the last prediction is the same word as the answer, elsewhere
-    tokens = torch.tensor([[1, 2, 3, 4, 5, 6, 7]] * 3 + [[9, 8, 7, 6, 8, 6, 5]])
-    assert span_exact_match(pred_s, pred_e, gold_s, gold_e, tokens) == 0.5
-    assert span_f1(pred_s, pred_e, gold_s, gold_e, tokens) == pytest.approx((1 + .5 + 0 + 1) / 4)
-
-
 # -- loaders, Trainer and evaluation ---------------------------------------------------------
 
 def test_make_loader_is_seeded():
@@ -433,11 +413,6 @@ def test_bad_input(vocab):
     with raises(ValueError, "start", "(2,)", "(3,)"):
         span_loss(torch.zeros(2, 5), torch.zeros(2, 5), torch.tensor([0, 1, 2]),
                   torch.tensor([0, 1]))
-    with raises(ValueError, "tokens", "(1, 4)", "2 spans"):
-        span_f1(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0, 1]),
-                torch.tensor([0, 1]), torch.zeros(1, 4, dtype=torch.long))
-    with raises(ValueError, "labels", "(2,)", "(3,)"):
-        classification_accuracy(torch.zeros(2, 3), torch.tensor([0, 1, 2]))
     with raises(ValueError, "tensors", "(4,)", "(3,)"):
         make_loader((torch.zeros(4), torch.zeros(3)), 2)
     with raises(ValueError, "batch_size", "0"):

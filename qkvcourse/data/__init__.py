@@ -10,9 +10,9 @@
 from .download import ChecksumError, DownloadError, download, extract, get_cache_dir
 from .translation import (DATE_STYLES, TATOEBA_SHA1, TATOEBA_URL, CharacterTranslationData, DateStyle,
                           DateTranslationData, TatoebaData, TranslationBatch, TranslationData,
-                          exact_match, generate_date_pairs, preprocess_sentence,
-                          translation_tensors)
+                          generate_date_pairs, preprocess_sentence, translation_tensors)
 from .vocab import SPECIAL_TOKENS, Vocab, pad_batch
+from ..metrics import exact_match, token_accuracy  # at home in qkvcourse.metrics; kept here
 
 __all__ = [
     "ChecksumError", "DATE_STYLES", "DateStyle", "DateTranslationData", "DownloadError",
@@ -52,7 +52,7 @@ __all__ += [
 # Generated string and image tasks (chapters 4 and 7): ``sequences`` (copying or reversing
 # random strings, the same content at growing length) and ``images`` (shapes to caption).
 from .images import ShapeCaptionData, draw_shapes
-from .sequences import CopyTaskData, SequenceTaskData, random_string_pairs, token_accuracy
+from .sequences import CopyTaskData, SequenceTaskData, random_string_pairs
 
 __all__ += ["CopyTaskData", "SequenceTaskData", "ShapeCaptionData", "draw_shapes",
             "random_string_pairs", "token_accuracy"]

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Sequence
 
+from ..metrics import token_accuracy  # re-exported: chapter 4 imports it from here
 from .translation import CharacterTranslationData
 from .vocab import Vocab
 
-__all__ = ["CopyTaskData", "SequenceTaskData", "random_string_pairs", "token_accuracy"]
+__all__ = ["CopyTaskData", "SequenceTaskData", "random_string_pairs"]
 
 
 def random_string_pairs(num_examples: int, length: int, seed: int = 0, alphabet_size: int = 10,
@@ -59,22 +59,6 @@ def random_string_pairs(num_examples: int, length: int, seed: int = 0, alphabet_
             seen.add(source)
             pairs.append((source, source[::-1] if reverse else source))
     return pairs
-
-
-def token_accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Fraction of reference tokens predicted right at their position.
-
-    A prediction shorter than its reference misses the positions it lacks; extra tokens
-    beyond the reference are not counted (the exact match already punishes them).
-    """
-    if len(predictions) != len(references):
-        raise ValueError(f"predictions has {len(predictions)} items but references has "
-                         f"{len(references)}")
-    total = sum(len(r) for r in references)
-    if total == 0:
-        raise ValueError("token_accuracy needs at least one reference token")
-    right = sum(p_tok == r_tok for p, r in zip(predictions, references) for p_tok, r_tok in zip(p, r))
-    return right / total
 
 
 class CopyTaskData(CharacterTranslationData):

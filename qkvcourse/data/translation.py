@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from ..metrics import exact_match  # TranslationData.exact_match, as the notebooks call it
 from .download import download, extract
 from .vocab import Vocab, pad_batch
 
@@ -90,16 +91,6 @@ def translation_tensors(src_token_lists: Sequence[Sequence[str]],
     tgt_out, _ = pad_batch([ids + [tgt_vocab.eos_id] for ids in tgt_ids],
                            tgt_vocab.pad_id)  # (B, T)
     return TranslationBatch(src, src_valid_lens, tgt_in, tgt_out, tgt_valid_lens)
-
-
-def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Fraction of predictions equal to their reference (a whole date right, or not)."""
-    if len(predictions) != len(references):
-        raise ValueError(f"predictions has {len(predictions)} items but references has "
-                         f"{len(references)}")
-    if not references:
-        raise ValueError("exact_match needs at least one prediction, got empty lists")
-    return sum(p == r for p, r in zip(predictions, references)) / len(references)
 
 
 class _TensorRows(Dataset):
