@@ -55,7 +55,7 @@ from .losses import BERTLoss, bert_batch_loss, bert_pretraining_loss, lm_loss, s
 from .seq2seq import (RNNSeq2SeqConfig, Seq2SeqAttentionDecoder, Seq2SeqDecoder, Seq2SeqEncoder,
                       make_rnn_seq2seq, train_seq2seq, translate_sources)
 from .transformer import (AddNorm, CausalSelfAttention, CrossAttention, GlobalSelfAttention,
-                          PositionWiseFFN, TransformerConfig, TransformerDecoder,
+                          PositionWiseFFN, Residual, TransformerConfig, TransformerDecoder,
                           TransformerDecoderBlock, TransformerEncoder, TransformerEncoderBlock,
                           make_transformer)
 from .decoding import Hypotheses, Hypothesis, beam_search, greedy_search
@@ -103,7 +103,7 @@ __all__ = [
     # encoder-decoder models, decoding, training, data (chapters 4, 7, 8)
     "AddNorm", "Callback", "CausalSelfAttention", "Checkpoint", "CrossAttention",
     "DateTranslationData", "Decoder", "EarlyStopping", "Encoder", "EncoderDecoder",
-    "EvaluateEvery", "GlobalSelfAttention", "train_seq2seq", "translate_sources", "SweepResult", "sweep", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN",
+    "EvaluateEvery", "GlobalSelfAttention", "train_seq2seq", "translate_sources", "SweepResult", "sweep", "Hypotheses", "Hypothesis", "LossCurve", "PositionWiseFFN", "Residual",
     "PrintMetrics", "RNNSeq2SeqConfig", "Seq2SeqAttentionDecoder", "Seq2SeqDecoder",
     "Seq2SeqEncoder", "TatoebaData", "Trainer", "TrainerConfig", "TransformerConfig",
     "TransformerDecoder", "TransformerDecoderBlock", "TransformerEncoder",

@@ -105,15 +105,15 @@ class TorchTransformerSeq2Seq(nn.Module):
 
     def __init__(self, c: TransformerConfig):
         super().__init__()
-        self.d_model = c.num_hiddens
-        self.src_embedding = nn.Embedding(c.src_vocab_size, c.num_hiddens)
-        self.tgt_embedding = nn.Embedding(c.tgt_vocab_size, c.num_hiddens)
-        self.register_buffer("P", sinusoidal_table(c.max_len, c.num_hiddens)[None], persistent=False)
+        self.d_model = c.d_model
+        self.src_embedding = nn.Embedding(c.src_vocab_size, c.d_model)
+        self.tgt_embedding = nn.Embedding(c.tgt_vocab_size, c.d_model)
+        self.register_buffer("P", sinusoidal_table(c.max_len, c.d_model)[None], persistent=False)
         self.dropout = nn.Dropout(c.dropout)
-        self.transformer = nn.Transformer(c.num_hiddens, c.num_heads, c.num_enc_blks,
-                                          c.num_dec_blks, c.ffn_num_hiddens, c.dropout,
+        self.transformer = nn.Transformer(c.d_model, c.num_heads, c.num_enc_layers,
+                                          c.num_dec_layers, c.ffn_num_hiddens, c.dropout,
                                           batch_first=True, norm_first=c.norm_first)
-        self.dense = nn.Linear(c.num_hiddens, c.tgt_vocab_size)
+        self.dense = nn.Linear(c.d_model, c.tgt_vocab_size)
 
     def embed(self, embedding: nn.Embedding, tokens):
         X = embedding(tokens) * self.d_model ** 0.5  # (B, T, N)
@@ -256,7 +256,7 @@ def bench_nanogpt(nano, device: torch.device, layers: int, heads: int, width: in
     def infer_step(model, is_ours: bool):
         model.eval()
         if is_ours:  # the last position's logits only, as nanoGPT's forward without targets
-            run = prepare(lambda idx: model.lm_head(model.features(idx)[:, -1:]))
+            run = prepare(model.next_token_logits)
         else:
             run = prepare(model)
 
@@ -377,10 +377,10 @@ def run_mha(args, device, name) -> None:
 
 def run_transformer(args, device, name) -> None:
     sizes = {
-        "course (d=64, h=4, ff=128, 2+2)": TransformerConfig(40, 40, use_bias=True),
+        "course (d=64, h=4, ff=128, 2+2)": TransformerConfig(40, 40, bias=True),
         "medium (d=256, h=8, ff=1024, 3+3)": TransformerConfig(
-            1000, 1000, num_hiddens=256, ffn_num_hiddens=1024, num_heads=8, num_enc_blks=3,
-            num_dec_blks=3, use_bias=True),
+            1000, 1000, d_model=256, ffn_num_hiddens=1024, num_heads=8, num_enc_layers=3,
+            num_dec_layers=3, bias=True),
     }
     print(f"\nTransformer training (forward, backward, AdamW step) on {device} ({name}): "
           f"B=64, source 32, target 32 tokens, dropout 0.1, float32")

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ._aliases import field_aliases
 from ._validate import (check_dim_match, check_floating, check_index_range, check_size,
                         check_tensor, shape_str, value_range)
 # Re-exported: the grader's rules and the exercise sheets name qkvcourse.bert.mask_tokens and
@@ -304,19 +305,23 @@ class BERTModel(nn.Module):
 
 # -- configuration ---------------------------------------------------------------------------
 
+@field_aliases(num_hiddens="d_model", num_blks="num_layers")
 @dataclass
 class BERTConfig:
     """Sizes and options of a :class:`BERTModel`; the defaults are the course's small BERT.
 
     :meth:`bert_base` and :meth:`bert_large` give the two models of section 3; :meth:`d2l`
     gives d2l's simplified variant (ReLU, no embedding LayerNorm, untied output layer).
+    The fields are named as in :class:`~qkvcourse.GPTConfig` and
+    :class:`~qkvcourse.TransformerConfig`; d2l's ``num_hiddens`` and ``num_blks`` are
+    accepted for ``d_model`` and ``num_layers``.
     """
 
     vocab_size: int  # V, the size of the (word-piece) vocabulary (BERT: 30522)
-    num_hiddens: int = 128  # H in the paper (BERT_BASE: 768); d2l's chapter uses 128
+    d_model: int = 128  # the width, H in the paper (BERT_BASE: 768); d2l's chapter uses 128
     ffn_num_hiddens: int = 256  # the FFN's hidden width (paper: 4H)
-    num_heads: int = 2  # A in the paper (BERT_BASE: 12); must divide num_hiddens
-    num_blks: int = 2  # L in the paper (BERT_BASE: 12)
+    num_heads: int = 2  # A in the paper (BERT_BASE: 12); must divide d_model
+    num_layers: int = 2  # L in the paper (BERT_BASE: 12)
     dropout: float = 0.1  # on embeddings, attention weights, FFN, residuals (paper: 0.1)
     max_len: int = 128  # number of position embeddings (BERT: 512)
     num_segments: int = 2  # segment (token-type) embeddings: sentence a and sentence b
@@ -328,14 +333,14 @@ class BERTConfig:
     @classmethod
     def bert_base(cls, vocab_size: int = 30522) -> "BERTConfig":
         """BERT_BASE, section 3: L=12, H=768, A=12, 4H=3072, 512 positions (110M parameters)."""
-        return cls(vocab_size, num_hiddens=768, ffn_num_hiddens=3072, num_heads=12,
-                   num_blks=12, dropout=0.1, max_len=512)
+        return cls(vocab_size, d_model=768, ffn_num_hiddens=3072, num_heads=12,
+                   num_layers=12, dropout=0.1, max_len=512)
 
     @classmethod
     def bert_large(cls, vocab_size: int = 30522) -> "BERTConfig":
         """BERT_LARGE, section 3: L=24, H=1024, A=16, 4H=4096, 512 positions (340M parameters)."""
-        return cls(vocab_size, num_hiddens=1024, ffn_num_hiddens=4096, num_heads=16,
-                   num_blks=24, dropout=0.1, max_len=512)
+        return cls(vocab_size, d_model=1024, ffn_num_hiddens=4096, num_heads=16,
+                   num_layers=24, dropout=0.1, max_len=512)
 
     @classmethod
     def tiny(cls, vocab_size: int) -> "BERTConfig":
@@ -345,7 +350,7 @@ class BERTConfig:
     @classmethod
     def d2l(cls, vocab_size: int, max_len: int = 1000) -> "BERTConfig":
         """d2l's BERT (section 15.8 of *Dive into Deep Learning*): its sizes and simplifications."""
-        return cls(vocab_size, num_hiddens=128, ffn_num_hiddens=256, num_heads=2, num_blks=2,
+        return cls(vocab_size, d_model=128, ffn_num_hiddens=256, num_heads=2, num_layers=2,
                    dropout=0.2, max_len=max_len, activation="relu", layer_norm_eps=1e-5,
                    embedding_norm=False, tie_weights=False)
 
@@ -353,7 +358,7 @@ class BERTConfig:
 def make_bert(config: BERTConfig) -> BERTModel:
     """A :class:`BERTModel` built from ``config``."""
     c = config
-    return BERTModel(c.vocab_size, c.num_hiddens, c.ffn_num_hiddens, c.num_heads, c.num_blks,
+    return BERTModel(c.vocab_size, c.d_model, c.ffn_num_hiddens, c.num_heads, c.num_layers,
                      c.dropout, c.max_len, num_segments=c.num_segments, activation=c.activation,
                      layer_norm_eps=c.layer_norm_eps, embedding_norm=c.embedding_norm,
                      tie_weights=c.tie_weights)

@@ -14,7 +14,7 @@ stack of blocks (:class:`GPTBlock`) and a linear map to the vocabulary. GPT-2 ch
 three things, all kept here (GPT-2, section 2.3):
 
 - *pre-norm*: LayerNorm moved to the input of each sub-layer,
-  ``X + Sublayer(LayerNorm(X))`` (:class:`~qkvcourse.transformer.AddNorm` with
+  ``X + Sublayer(LayerNorm(X))`` (:class:`~qkvcourse.transformer.Residual` with
   ``norm_first=True``);
 - a final LayerNorm after the last block;
 - residual projections initialised with std ``0.02 / sqrt(2 L)``, since L blocks add
@@ -46,14 +46,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._aliases import field_aliases
 from ._validate import check_dim_match, check_floating, check_tensor, shape_str
 from .decoding import _EvalMode
 # (qkvcourse.gpt.lm_loss is also the path that the grader's rules and exercise sheets name)
 from .losses import lm_loss
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
-from .transformer import (ACTIVATIONS, AddNorm, CausalSelfAttention, KVCache, PositionWiseFFN,
-                          StackNeedWeights, _check_hidden, _check_length, _check_tokens)
+from .transformer import (ACTIVATIONS, CausalSelfAttention, KVCache, PositionWiseFFN, Residual,
+                          StackNeedWeights, _check_cache, _check_length, _check_tokens)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
 
@@ -61,12 +62,16 @@ GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
 
 # -- configuration ---------------------------------------------------------------------------
 
+@field_aliases(num_hiddens="d_model", num_blks="num_layers", use_bias="bias")
 @dataclass
 class GPTConfig:
     """Sizes of a GPT; the defaults are the course's small model, which trains on a CPU.
 
     :meth:`gpt2_small` gives the smallest GPT-2 of Radford et al. (2019), Table 2 (reported
     there as 117M parameters; 124,439,808 counted exactly), the size of the original GPT.
+    The fields are named as in :class:`~qkvcourse.TransformerConfig` and
+    :class:`~qkvcourse.BERTConfig`; d2l's ``num_hiddens``, ``num_blks`` and ``use_bias`` are
+    accepted for ``d_model``, ``num_layers`` and ``bias``.
     """
 
     vocab_size: int  # V: 50257 BPE tokens for GPT-2; a few dozen characters in the course
@@ -102,11 +107,6 @@ class GPTConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, "
                              f"got {self.activation!r}")
-
-    @property
-    def num_hiddens(self) -> int:
-        """d2l's name for ``d_model``."""
-        return self.d_model
 
     @classmethod
     def tiny(cls, vocab_size: int) -> "GPTConfig":
@@ -190,28 +190,31 @@ class GPTBlock(nn.Module):
     ``X = X + Dropout(Attention(LN_1(X)))``, ``X = X + Dropout(FFN(LN_2(X)))``, built
     from the pieces of chapter 7 (:class:`~qkvcourse.transformer.CausalSelfAttention` with
     its KV cache, :class:`~qkvcourse.transformer.PositionWiseFFN` with GELU,
-    :class:`~qkvcourse.transformer.AddNorm` in pre-norm). Dropout sits on the attention
+    :class:`~qkvcourse.transformer.Residual` in pre-norm). Dropout sits on the attention
     weights and on each sub-layer's output (GPT-2's ``attn_pdrop`` and ``resid_pdrop``),
     not inside the FFN.
 
     ``forward(X (B, T, N), cache=None)`` returns ``(out (B, T, N), new_cache)``, the cache
-    being ``(K, V)``, each ``(B, H, P + T, D)``.
+    being ``(K, V)``, each ``(B, H, P + T, D)``. With ``last_only=True`` only the last
+    position goes through the FFN and ``out`` is ``(B, 1, N)``: the keys and values of every
+    position are still computed (and cached), so the last position's output is unchanged.
     """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         c = config
         self.d_model = c.d_model
-        self.addnorm1 = AddNorm(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)
+        self.addnorm1 = Residual(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)
         self.attention = CausalSelfAttention(c.d_model, c.num_heads, c.dropout, c.bias)
-        self.addnorm2 = AddNorm(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)
+        self.addnorm2 = Residual(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)
         self.ffn = PositionWiseFFN(c.d_model, c.ffn_num_hiddens, 0.0, activation=c.activation)
 
-    def forward(self, X: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
-        _check_hidden("X", X, self.d_model)
-        Y, cache = self.attention(self.addnorm1.sublayer_input(X), cache)
-        X = self.addnorm1(X, Y)  # (B, T, N)
-        return self.addnorm2(X, self.ffn(self.addnorm2.sublayer_input(X))), cache  # (B, T, N)
+    def forward(self, X: Tensor, cache: KVCache | None = None, *,
+                last_only: bool = False) -> tuple[Tensor, KVCache]:
+        X, cache = self.addnorm1(X, self.attention, cache)  # X + Dropout(Attention(LN_1(X)))
+        if last_only:  # only the last position's output is wanted (next-token prediction)
+            X = X[:, -1:]  # (B, 1, N)
+        return self.addnorm2(X, self.ffn), cache  # X + Dropout(FFN(LN_2(X))): (B, T, N)
 
 
 class GPT(nn.Module):
@@ -299,28 +302,33 @@ class GPT(nn.Module):
             raise TypeError(f"past must be the list of {L} (keys, values) pairs returned by "
                             f"forward_with_cache (one per block), got {got}")
         lengths = set()
+        H = self.config.num_heads
         for layer, pair in enumerate(past):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2
                     and all(isinstance(t, Tensor) and t.dim() == 4 for t in pair)):
                 raise TypeError(f"past[{layer}] must be a pair (keys, values) of (B, H, P, D) "
                                 f"tensors, got {type(pair).__name__}")
             check_dim_match("idx", idx, 0, f"past[{layer}] keys", pair[0], 0, "batch sizes")
-            lengths.update((pair[0].shape[2], pair[1].shape[2]))
+            lengths.add(_check_cache(f"past[{layer}]", pair, idx.shape[0], H,
+                                     self.config.d_model // H))
         if len(lengths) != 1:
             raise ValueError(f"every block's cache must hold the same number of positions, "
                              f"got lengths {sorted(lengths)}")
         return lengths.pop()
 
-    def _run(self, idx: Tensor, past=None) -> tuple[Tensor, GPTCache]:
-        """``idx (B, T)`` at positions P..P+T-1 -> (final hidden states (B, T, N), cache)."""
+    def _run(self, idx: Tensor, past=None, last_only: bool = False) -> tuple[Tensor, GPTCache]:
+        """``idx (B, T)`` at positions P..P+T-1 -> (final hidden states (B, T, N), cache);
+        ``(B, 1, N)``, the last position's, with ``last_only``."""
         _check_tokens("idx", idx, self.config.vocab_size)
         P = self._check_past(past, idx)
         _check_length("idx", idx, P, self.config.max_len)
         # The new tokens sit at positions P..P+T-1, so they take those position vectors
         X = self.pos_embedding(self.token_embedding(idx), offset=P)  # (B, T, N)
         present = []
+        last = len(self.blks) - 1
         for layer, blk in enumerate(self.blks):
-            X, cache = blk(X, None if past is None else past[layer])  # (B, T, N)
+            X, cache = blk(X, None if past is None else past[layer],
+                           last_only=last_only and layer == last)  # (B, T, N)
             present.append(cache)
         self.attention_weights = [blk.attention.attention_weights for blk in self.blks]
         return self.norm(X), present  # (B, T, N)
@@ -332,6 +340,16 @@ class GPT(nn.Module):
         token to a new linear layer: ``model.features(idx)[:, -1]``.
         """
         return self._run(idx)[0]
+
+    def next_token_logits(self, idx: Tensor) -> Tensor:
+        """``idx (B, T)`` -> ``(B, V)``, the logits of the token that follows each row.
+
+        The same numbers as ``model(idx)[:, -1]`` up to rounding, with less work: the last
+        block needs the keys and values of every position but its FFN, the final LayerNorm
+        and the output layer run on the last position only. Use it under
+        ``torch.no_grad()`` (or ``torch.inference_mode()``) to predict or score continuations.
+        """
+        return self.lm_head(self._run(idx, last_only=True)[0][:, -1])  # (B, V)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None):
         """Next-token logits for every position, and the loss when targets are given.

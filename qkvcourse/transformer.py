@@ -62,6 +62,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._aliases import field_aliases
 from ._validate import (check_dim_match, check_floating, check_size, check_tensor, check_token_ids,
                         shape_str, value_range)
 from .attention import use_fused_path
@@ -663,50 +664,55 @@ class TransformerDecoder(Decoder):
 
 # -- the whole model -------------------------------------------------------------------------
 
+@field_aliases(num_hiddens="d_model", num_enc_blks="num_enc_layers",
+               num_dec_blks="num_dec_layers", use_bias="bias")
 @dataclass
 class TransformerConfig:
     """Sizes of an encoder–decoder Transformer; the defaults are the course's small model.
 
-    :meth:`paper_base` gives the base model of Vaswani et al. (2017), Table 3.
+    :meth:`paper_base` gives the base model of Vaswani et al. (2017), Table 3. The fields
+    are named as in :class:`~qkvcourse.GPTConfig` and :class:`~qkvcourse.BERTConfig`;
+    d2l's names are accepted too (``num_hiddens`` for ``d_model``, ``num_enc_blks`` and
+    ``num_dec_blks`` for the layer counts, ``use_bias`` for ``bias``).
     """
 
     src_vocab_size: int  # source vocabulary size V_src
     tgt_vocab_size: int  # target vocabulary size V_tgt
-    num_hiddens: int = 64  # d_model (paper: 512); small enough to train on a CPU in minutes
+    d_model: int = 64  # the model width (paper: 512); small enough to train on a CPU in minutes
     ffn_num_hiddens: int = 128  # d_ff, the FFN's hidden width (paper: 2048 = 4 d_model)
-    num_heads: int = 4  # h (paper: 8), so d_k = d_v = num_hiddens / num_heads = 16
-    num_enc_blks: int = 2  # encoder layers N (paper: 6)
-    num_dec_blks: int = 2  # decoder layers N (paper: 6)
+    num_heads: int = 4  # h (paper: 8), so d_k = d_v = d_model / num_heads = 16
+    num_enc_layers: int = 2  # encoder layers N (paper: 6)
+    num_dec_layers: int = 2  # decoder layers N (paper: 6)
     dropout: float = 0.1  # P_drop, section 5.4 (paper: 0.1)
-    use_bias: bool = False  # biases in the attention projections (the paper writes none)
+    bias: bool = False  # biases in the attention projections (the paper writes none)
     max_len: int = 1000  # longest sequence the positional encodings cover
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
 
     def __post_init__(self):
         _check_sizes(src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size,
-                     num_hiddens=self.num_hiddens, ffn_num_hiddens=self.ffn_num_hiddens,
-                     num_heads=self.num_heads, num_enc_blks=self.num_enc_blks,
-                     num_dec_blks=self.num_dec_blks, max_len=self.max_len)
-        if self.num_hiddens % self.num_heads:
-            raise ValueError(f"num_heads must divide num_hiddens, got num_hiddens="
-                             f"{self.num_hiddens}, num_heads={self.num_heads}")
+                     d_model=self.d_model, ffn_num_hiddens=self.ffn_num_hiddens,
+                     num_heads=self.num_heads, num_enc_layers=self.num_enc_layers,
+                     num_dec_layers=self.num_dec_layers, max_len=self.max_len)
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
+                             f"{self.d_model}, num_heads={self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
 
     @classmethod
     def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int) -> "TransformerConfig":
         """The base model of Table 3: d_model 512, 8 heads, d_ff 2048, 6 + 6 layers, dropout 0.1."""
-        return cls(src_vocab_size, tgt_vocab_size, num_hiddens=512, ffn_num_hiddens=2048,
-                   num_heads=8, num_enc_blks=6, num_dec_blks=6, dropout=0.1)
+        return cls(src_vocab_size, tgt_vocab_size, d_model=512, ffn_num_hiddens=2048,
+                   num_heads=8, num_enc_layers=6, num_dec_layers=6, dropout=0.1)
 
 
 def make_transformer(config: TransformerConfig) -> EncoderDecoder:
     """``EncoderDecoder(TransformerEncoder, TransformerDecoder)`` built from ``config``."""
     c = config
-    encoder = TransformerEncoder(c.src_vocab_size, c.num_hiddens, c.ffn_num_hiddens, c.num_heads,
-                                 c.num_enc_blks, c.dropout, c.use_bias, max_len=c.max_len,
+    encoder = TransformerEncoder(c.src_vocab_size, c.d_model, c.ffn_num_hiddens, c.num_heads,
+                                 c.num_enc_layers, c.dropout, c.bias, max_len=c.max_len,
                                  norm_first=c.norm_first)
-    decoder = TransformerDecoder(c.tgt_vocab_size, c.num_hiddens, c.ffn_num_hiddens, c.num_heads,
-                                 c.num_dec_blks, c.dropout, c.use_bias, max_len=c.max_len,
+    decoder = TransformerDecoder(c.tgt_vocab_size, c.d_model, c.ffn_num_hiddens, c.num_heads,
+                                 c.num_dec_layers, c.dropout, c.bias, max_len=c.max_len,
                                  norm_first=c.norm_first)
     return EncoderDecoder(encoder, decoder)
