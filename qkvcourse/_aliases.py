@@ -26,7 +26,8 @@ def field_aliases(**aliases: str):
                 if alias in kwargs:
                     if name in kwargs:
                         raise TypeError(f"{cls.__name__} got both {name}= and {alias}=, which "
-                                        f"is another name for it")
+                                        f"is another name for it (dataclasses.replace needs "
+                                        f"the field's own name, {name}=)")
                     kwargs[name] = kwargs.pop(alias)
             init(self, *args, **kwargs)
 

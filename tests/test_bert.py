@@ -232,8 +232,8 @@ def test_bert_model_matches_d2l(d2l):
     theirs(tokens, segments, valid_lens, pred_positions)  # materialise the LazyLinear layers
     randomise_vectors(theirs)
 
-    config = dataclasses.replace(BERTConfig.d2l(V, max_len=max_len), num_hiddens=N,
-                                 ffn_num_hiddens=F_, num_heads=H, num_blks=L, dropout=0.3)
+    config = dataclasses.replace(BERTConfig.d2l(V, max_len=max_len), d_model=N,
+                                 ffn_num_hiddens=F_, num_heads=H, num_layers=L, dropout=0.3)
     ours = make_bert(config).eval()
     e = ours.encoder
     with torch.no_grad():

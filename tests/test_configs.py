@@ -57,3 +57,10 @@ def test_d2l_sized_models_are_unchanged():
     b = qc.make_transformer(qc.TransformerConfig(7, 9, d_model=16, num_heads=2,
                                                  num_enc_layers=1, num_dec_layers=1))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_replace_names_the_field():
+    config = qc.BERTConfig(10)
+    assert dataclasses.replace(config, d_model=64).d_model == 64
+    with pytest.raises(TypeError, match="dataclasses.replace needs the field's own name, d_model"):
+        dataclasses.replace(config, num_hiddens=64)

@@ -158,6 +158,32 @@ def test_kv_cache_logits_equal_full_forward(pair):
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch, length", [(1, 1), (1, 9), (3, 14)])
+def test_next_token_logits_equal_the_last_row_of_hugging_face(pair, batch, length):
+    """The last-position shortcut (the last block's FFN on one position) gives the logits that
+    Hugging Face's model gives for the last position, and leaves the other blocks alone."""
+    hf, ours = pair
+    idx = tokens(batch, length, seed=5)
+    with torch.no_grad():
+        fast = ours.next_token_logits(idx)
+        theirs = hf(idx).logits[:, -1]
+        full = ours(idx)[:, -1]
+    assert fast.shape == (batch, ours.config.vocab_size)
+    torch.testing.assert_close(fast, theirs, **PARITY)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_block_output_is_the_last_row():
+    torch.manual_seed(0)
+    blk = GPTBlock(GPTConfig(vocab_size=10, d_model=16, num_heads=2, dropout=0.0))
+    X = torch.randn(2, 7, 16)
+    out, cache = blk(X)
+    last, cache_last = blk(X, last_only=True)
+    assert last.shape == (2, 1, 16)
+    torch.testing.assert_close(last, out[:, -1:], rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(cache, cache_last))  # every position cached
+
+
 @pytest.mark.parametrize("with_eos", [False, True])
 def test_greedy_generation_with_and_without_cache_equals_huggingface(pair, with_eos):
     hf, ours = pair
