@@ -170,17 +170,20 @@ class BERTEncoder(nn.Module):
 
     def forward(self, tokens: Tensor, segments: Tensor,
                 valid_lens: Tensor | None = None) -> Tensor:
+        self._check_inputs(tokens, segments, valid_lens)
+        X = self.embed(tokens, segments)  # (B, T, N)
+        for blk in self.blks:
+            X = blk(X, valid_lens)  # (B, T, N)
+        self.attention_weights = [blk.attention.attention_weights for blk in self.blks]
+        return X
+
+    def _check_inputs(self, tokens: Tensor, segments: Tensor, valid_lens: Tensor | None) -> None:
         _check_tokens("tokens", tokens, self.vocab_size)
         _check_ids("segments", segments, "tokens", tokens, self.num_segments,
                    f"segment ids, num_segments={self.num_segments}")
         _check_length("tokens", tokens, 0, self.max_len)
         if valid_lens is not None:
             _check_lens("valid_lens", valid_lens, "tokens", tokens)
-        X = self.embed(tokens, segments)  # (B, T, N)
-        for blk in self.blks:
-            X = blk(X, valid_lens)  # (B, T, N)
-        self.attention_weights = [blk.attention.attention_weights for blk in self.blks]
-        return X
 
 
 # -- the pretraining heads (section 3.1) -----------------------------------------------------
@@ -215,6 +218,12 @@ class MaskLM(nn.Module):
         init_bert_weights(self)
 
     def forward(self, X: Tensor, pred_positions: Tensor) -> Tensor:
+        self._check_inputs(X, pred_positions)
+        index = pred_positions.to(X.device)[:, :, None].expand(-1, -1, X.shape[-1])  # (B, P, N)
+        masked_X = X.gather(1, index)  # (B, P, N): row b, slot p is X[b, pred_positions[b, p]]
+        return self.decoder(self.ln(self.activation(self.dense(masked_X))))  # (B, P, V)
+
+    def _check_inputs(self, X: Tensor, pred_positions: Tensor) -> None:
         _check_hidden("X", X, self.num_hiddens)
         check_tensor("pred_positions", pred_positions, ndim=2)
         if not _is_integer(pred_positions):
@@ -223,9 +232,6 @@ class MaskLM(nn.Module):
         check_dim_match("X", X, 0, "pred_positions", pred_positions, 0, "batch sizes")
         check_index_range("pred_positions", pred_positions, X.shape[1],
                            f"the length of X, shape {shape_str(X)}")
-        index = pred_positions.to(X.device)[:, :, None].expand(-1, -1, X.shape[-1])  # (B, P, N)
-        masked_X = X.gather(1, index)  # (B, P, N): row b, slot p is X[b, pred_positions[b, p]]
-        return self.decoder(self.ln(self.activation(self.dense(masked_X))))  # (B, P, V)
 
 
 class NextSentencePred(nn.Module):
@@ -245,12 +251,15 @@ class NextSentencePred(nn.Module):
         init_bert_weights(self)
 
     def forward(self, X: Tensor) -> Tensor:
+        self._check_inputs(X)
+        return self.output(X)  # (B, 2)
+
+    def _check_inputs(self, X: Tensor) -> None:
         check_tensor("X", X, ndim=2)
         check_floating("X", X)
         if X.shape[-1] != self.num_hiddens:
             raise ValueError(f"X must have num_hiddens={self.num_hiddens} features (last "
                              f"dimension), got shape {shape_str(X)}")
-        return self.output(X)  # (B, 2)
 
 
 class BERTModel(nn.Module):

@@ -116,12 +116,15 @@ class RotaryEmbedding(nn.Module):
         return positions[:, None] * self.inv_freq  # (T, D/2)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        check_tensor("x", x)
-        check_floating("x", x)
-        if x.dim() < 2 or x.shape[-1] != self.head_dim:
-            raise ValueError(f"x must be (..., T, head_dim={self.head_dim}), got shape {shape_str(x)}")
+        self._check_inputs(x)
         theta = self.angles(x.shape[-2], offset)  # (T, D/2)
         cos, sin = theta.cos().to(x.dtype), theta.sin().to(x.dtype)
         even, odd = x[..., 0::2], x[..., 1::2]  # (..., T, D/2) each
         rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
         return rotated.flatten(-2)  # (..., T, D), pairs interleaved back
+
+    def _check_inputs(self, x: Tensor) -> None:
+        check_tensor("x", x)
+        check_floating("x", x)
+        if x.dim() < 2 or x.shape[-1] != self.head_dim:
+            raise ValueError(f"x must be (..., T, head_dim={self.head_dim}), got shape {shape_str(x)}")

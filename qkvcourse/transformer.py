@@ -489,15 +489,18 @@ class TransformerEncoder(Encoder):
     need_weights = StackNeedWeights()
 
     def forward(self, src: Tensor, src_valid_lens: Tensor | None = None) -> Tensor:
-        _check_tokens("src", src, self.vocab_size)
-        _check_length("src", src, 0, self.max_len)
-        if src_valid_lens is not None:
-            _check_lens("src_valid_lens", src_valid_lens, "src", src)
+        self._check_inputs(src, src_valid_lens)
         X = self.pos_encoding(self.embedding(src) * math.sqrt(self.num_hiddens))  # (B, S, N)
         for blk in self.blks:
             X = blk(X, src_valid_lens)  # (B, S, N)
         self.attention_weights = [blk.attention.attention_weights for blk in self.blks]
         return self.norm(X) if self.norm is not None else X  # (B, S, N)
+
+    def _check_inputs(self, src: Tensor, src_valid_lens: Tensor | None) -> None:
+        _check_tokens("src", src, self.vocab_size)
+        _check_length("src", src, 0, self.max_len)
+        if src_valid_lens is not None:
+            _check_lens("src_valid_lens", src_valid_lens, "src", src)
 
 
 # -- decoder ---------------------------------------------------------------------------------
@@ -626,10 +629,8 @@ class TransformerDecoder(Decoder):
 
     def forward(self, tgt: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """``tgt (B, T)`` token ids at positions P..P+T-1 -> ``(logits (B, T, V), new state)``."""
-        _check_tokens("tgt", tgt, self.vocab_size)
-        self._check_state(state, tgt)
+        self._check_inputs(tgt, state)
         P, T = state["num_decoded"], tgt.shape[1]
-        _check_length("tgt", tgt, P, self.max_len)
         X = self.embedding(tgt) * math.sqrt(self.num_hiddens)  # (B, T, N)
         # The new tokens sit at positions P..P+T-1, so they take those rows of the table
         X = self.pos_encoding(X, offset=P)  # (B, T, N)
@@ -645,6 +646,11 @@ class TransformerDecoder(Decoder):
             X = self.norm(X)
         new_state = {**state, "caches": caches, "num_decoded": P + T}
         return self.dense(X), new_state  # (B, T, V)
+
+    def _check_inputs(self, tgt: Tensor, state) -> None:
+        _check_tokens("tgt", tgt, self.vocab_size)
+        self._check_state(state, tgt)
+        _check_length("tgt", tgt, state["num_decoded"], self.max_len)
 
     def reorder_state(self, state: dict[str, Any], index: Tensor) -> dict[str, Any]:
         """Select (and repeat) batch rows: ``index (B',)`` integer row numbers in ``[0, B)``."""
@@ -689,10 +695,13 @@ class TransformerConfig:
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
 
     def __post_init__(self):
-        _check_sizes(src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size,
-                     d_model=self.d_model, ffn_num_hiddens=self.ffn_num_hiddens,
-                     num_heads=self.num_heads, num_enc_layers=self.num_enc_layers,
-                     num_dec_layers=self.num_dec_layers, max_len=self.max_len)
+        _check_sizes(**{"src_vocab_size": self.src_vocab_size,
+                        "tgt_vocab_size": self.tgt_vocab_size,
+                        "d_model (d2l: num_hiddens)": self.d_model,
+                        "ffn_num_hiddens": self.ffn_num_hiddens, "num_heads": self.num_heads,
+                        "num_enc_layers (d2l: num_enc_blks)": self.num_enc_layers,
+                        "num_dec_layers (d2l: num_dec_blks)": self.num_dec_layers,
+                        "max_len": self.max_len})
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
                              f"{self.d_model}, num_heads={self.num_heads}")
