@@ -53,13 +53,17 @@ def copy_weights_to_torch(ours: MultiHeadAttention, theirs: nn.MultiheadAttentio
 
 
 def _interleaved_medians(fns: dict, device, rounds: int, inner: int) -> dict[str, float]:
-    """Median seconds per call for each function, timed in alternating rounds."""
+    """Median seconds per call for each function, timed in alternating rounds.
+
+    The order alternates from one round to the next (A B, then B A): whichever runs second
+    inherits the caches and the allocator state the first left behind, which on this 2-core
+    machine moved a fixed-order ratio by up to 7%."""
     for fn in fns.values():  # warm-up
         for _ in range(3):
             fn()
     samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for r in range(rounds):
+        for name, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
             synchronize(device)
             start = time.perf_counter()
             for _ in range(inner):

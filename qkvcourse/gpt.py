@@ -196,8 +196,9 @@ class GPTBlock(nn.Module):
 
     ``forward(X (B, T, N), cache=None)`` returns ``(out (B, T, N), new_cache)``, the cache
     being ``(K, V)``, each ``(B, H, P + T, D)``. With ``last_only=True`` only the last
-    position goes through the FFN and ``out`` is ``(B, 1, N)``: the keys and values of every
-    position are still computed (and cached), so the last position's output is unchanged.
+    position queries the attention and goes through the FFN, and ``out`` is ``(B, 1, N)``:
+    the keys and values of every position are still computed (and cached), so the last
+    position's output is unchanged.
     """
 
     def __init__(self, config: GPTConfig):
@@ -211,10 +212,9 @@ class GPTBlock(nn.Module):
 
     def forward(self, X: Tensor, cache: KVCache | None = None, *,
                 last_only: bool = False) -> tuple[Tensor, KVCache]:
-        X, cache = self.addnorm1(X, self.attention, cache)  # X + Dropout(Attention(LN_1(X)))
-        if last_only:  # only the last position's output is wanted (next-token prediction)
-            X = X[:, -1:]  # (B, 1, N)
-        return self.addnorm2(X, self.ffn), cache  # X + Dropout(FFN(LN_2(X))): (B, T, N)
+        # X + Dropout(Attention(LN_1(X))); with last_only, for the last position only
+        X, cache = self.addnorm1(X, self.attention, cache, last_only)  # (B, T | 1, N)
+        return self.addnorm2(X, self.ffn), cache  # X + Dropout(FFN(LN_2(X))): (B, T | 1, N)
 
 
 class GPT(nn.Module):

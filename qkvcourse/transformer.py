@@ -213,7 +213,10 @@ class Residual(nn.Module):
     - pre-norm (``norm_first=True``): ``X + Dropout(sublayer(LayerNorm(X), *args))``.
 
     A sub-layer that also returns a state, as the causal self-attention returns its KV
-    cache, returns ``(Y, state)``; ``forward`` then returns ``(new X, state)``.
+    cache, returns ``(Y, state)``; ``forward`` then returns ``(new X, state)``. A sub-layer
+    may answer for the last positions only (``Y`` shorter than ``X``, as a language model's
+    last block does when only the next token is wanted): the residual then keeps those
+    positions of ``X``.
 
     Args:
         num_hiddens: N, the normalised feature size.
@@ -232,6 +235,8 @@ class Residual(nn.Module):
     def forward(self, X: Tensor, sublayer, *args):
         out = sublayer(self.ln(X) if self.norm_first else X, *args)
         Y, state = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        if Y.shape[1] != X.shape[1]:
+            X = X[:, -Y.shape[1]:]  # the positions the sub-layer answered for
         if self.norm_first:
             X = X + self.dropout(Y)  # pre-norm: X + Dropout(Sublayer(LN(X)))
         else:
@@ -332,12 +337,17 @@ class CausalSelfAttention(_Attention):
 
     ``forward(X (B, T, N), cache=None)`` returns ``(out (B, T, N), new_cache)``, where
     ``new_cache`` covers all P + T positions. The weights, when kept, are ``(B, H, T, P + T)``.
+    With ``last_only=True`` only the last position queries (``out`` is ``(B, 1, N)``); the
+    keys and values of all T positions are still computed and cached.
     """
 
-    def forward(self, X: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+    def forward(self, X: Tensor, cache: KVCache | None = None,
+                last_only: bool = False) -> tuple[Tensor, KVCache]:
         mha = self.mha
-        T = X.shape[1]
-        q, k, v = mha.project(X, X, X)  # (B, H, T, D) each: one product with [W_q; W_k; W_v]
+        # (B, H, T, D) each, in one product with [W_q; W_k; W_v]; with last_only only the last
+        # position asks (q is (B, H, 1, D)) and, like one new token, it sees every key
+        q, k, v = mha.project(X[:, -1:] if last_only else X, X, X)
+        T = q.shape[2]
         if cache is not None:
             k = torch.cat((cache[0], k), dim=2)  # (B, H, P+T, D)
             v = torch.cat((cache[1], v), dim=2)  # (B, H, P+T, D)

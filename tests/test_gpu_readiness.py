@@ -66,7 +66,9 @@ def test_gpt_training_step_and_cached_generation_step_on_meta():
     with torch.no_grad():
         _, past = model.forward_with_cache(idx)
         step, past = model.forward_with_cache(idx[:, -1:], past)
+        following = model.next_token_logits(idx)  # the last-position shortcut
     assert step.shape == (3, 1, 20) and past[0][0].shape == (3, 2, 9, 8)
+    assert following.shape == (3, 20)
 
 
 def test_bert_with_valid_lens_on_meta():
