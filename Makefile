@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qkvcourse-installed
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book serve links test test-unit test-notebooks notebooks diagrams student grade bench clean
+.PHONY: setup book serve links test test-unit test-notebooks notebooks diagrams student grade bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,11 @@ grade: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m qkvcourse.benchmarks
+
+# Every GPU check (CUDA tests, sync-debug mode, the GPU benchmarks) in one run: _build/gpu-check.md
+NANOGPT ?=
+gpu-check: $(STAMP)
+	$(BIN)/python -m qkvcourse.gpu_check --report _build/gpu-check.md $(if $(NANOGPT),--nanogpt $(NANOGPT))
 
 clean:
 	rm -rf _build $(VENV)
