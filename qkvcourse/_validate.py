@@ -35,7 +35,10 @@ def value_checks(enabled: bool = True) -> Iterator[None]:
 
 def value_checks_enabled(t: Tensor) -> bool:
     """Whether a check may read ``t``'s values: on the CPU, or anywhere but on the ``meta``
-    device inside :func:`value_checks`."""
+    device inside :func:`value_checks`; never while ``torch.compile`` traces (a read would
+    break the graph, as it would stall a GPU), unless :func:`value_checks` asks for it."""
+    if torch.compiler.is_compiling():
+        return _value_checks
     if t.device.type == "cpu":
         return True
     return _value_checks and t.device.type != "meta"

@@ -142,3 +142,29 @@ def test_models_never_synchronise_with_the_host_on_cuda():
         qc.masked_softmax(torch.randn(2, 3, 5, device=dev), lens)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def _graph_breaks(fn, *args):
+    import torch._dynamo as dynamo
+    dynamo.reset()
+    explanation = dynamo.explain(fn)(*args)
+    return explanation.graph_break_count, [str(r.reason)[:120] for r in explanation.break_reasons]
+
+
+def test_no_graph_breaks_under_torch_compile():
+    """A value read (a range check) would break torch.compile's graph, as it would stall a GPU:
+    none runs while compiling, so each model traces as one graph."""
+    torch.manual_seed(0)
+    gpt = qc.GPT(qc.GPTConfig(vocab_size=20, max_len=16, num_layers=2, num_heads=2, d_model=16))
+    idx = torch.randint(0, 20, (2, 8))
+    assert _graph_breaks(gpt, idx, idx) == (0, [])
+    assert _graph_breaks(gpt.eval().next_token_logits, idx) == (0, [])
+    model = qc.make_transformer(qc.TransformerConfig(20, 20, d_model=16, num_heads=2,
+                                                     ffn_num_hiddens=32))
+    src, tgt, lens = torch.randint(0, 20, (3, 7)), torch.randint(0, 20, (3, 5)), torch.tensor([7, 3, 5])
+    assert _graph_breaks(model, src, tgt, lens) == (0, [])
+    bert = qc.make_bert(qc.BERTConfig(vocab_size=30, d_model=16, ffn_num_hiddens=32,
+                                      num_heads=2, num_layers=2, max_len=16))
+    tokens, segments = torch.randint(0, 30, (2, 9)), torch.zeros(2, 9, dtype=torch.long)
+    assert _graph_breaks(bert, tokens, segments, torch.tensor([9, 6]),
+                         torch.tensor([[1, 2], [3, 4]])) == (0, [])
