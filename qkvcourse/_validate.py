@@ -78,7 +78,8 @@ def check_size(name: str, value, *, minimum: int | None = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
             (minimum is not None and value < minimum):
         bound = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+        positive = " (a positive size or count)" if minimum == 1 else ""
+        raise ValueError(f"{name} must be {bound}, got {value!r}{positive}")
 
 
 def check_token_ids(name: str, ids: Tensor) -> None:
@@ -176,7 +177,7 @@ def check_index_range(name: str, index: Tensor, upper: int, what: str) -> None:
         lo, hi = bounds
         if lo < 0 or hi >= upper:
             raise ValueError(f"{name} must lie in [0, {upper}) ({what}), "
-                             f"got values from {lo} to {hi}")
+                             f"got values from {lo} to {hi} in shape {shape_str(index)}")
 
 
 def check_mask(name: str, mask: Tensor, target_shape: Sequence[int], *,
@@ -198,3 +199,121 @@ def check_mask(name: str, mask: Tensor, target_shape: Sequence[int], *,
             f"{name} of shape {shape_str(mask)} does not broadcast to the attention scores' "
             f"shape ({', '.join(map(str, target_shape))})"
         )
+
+
+# -- integer tensors: ids, positions, lengths --------------------------------------------------
+
+def check_integer(name: str, x: Tensor, what: str = "ids, positions or lengths") -> None:
+    """Require an integer dtype (no float, complex or bool); ``what`` says what ``x`` holds."""
+    if x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
+        raise TypeError(f"{name} must hold integers ({what}), an integer dtype, got dtype "
+                        f"{x.dtype} with shape {shape_str(x)}")
+
+
+def check_index_vector(name: str, ids, batch_size: int | None = None,
+                       what: str = "one per batch row") -> None:
+    """A ``(B,)`` integer tensor (labels, positions, row numbers), ``B = batch_size`` if given."""
+    check_tensor(name, ids, ndim=1)
+    check_integer(name, ids, what)
+    if batch_size is not None and ids.shape[0] != batch_size:
+        raise ValueError(f"{name} must have shape ({batch_size},) ({what}), got "
+                         f"shape {shape_str(ids)}")
+
+
+def check_tokens(name: str, tokens, vocab_size: int) -> None:
+    """``(B, T)`` token ids (int64 or int32) in ``[0, vocab_size)``, with T >= 1."""
+    check_tensor(name, tokens, ndim=2)
+    check_token_ids(name, tokens)
+    if tokens.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least one token per row, got shape "
+                         f"{shape_str(tokens)}")
+    bounds = value_range(tokens)  # None on an accelerator: no host sync
+    if bounds is not None:
+        lo, hi = bounds
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{name} token ids must lie in [0, {vocab_size}) (vocab_size="
+                             f"{vocab_size}), got values from {lo} to {hi} in shape "
+                             f"{shape_str(tokens)}")
+
+
+def check_lengths(name: str, lens, seq_name: str, seq: Tensor, *, minimum: int = 0,
+                  why: str = "") -> None:
+    """``lens (B,)`` integers in ``[0, L]`` for ``seq (B, L, ...)``, one length per row;
+    with ``minimum``, also ``>= minimum`` (``why`` says why)."""
+    check_tensor(name, lens, ndim=1)
+    check_integer(name, lens, "lengths")
+    B, L = seq.shape[0], seq.shape[1]
+    if lens.shape[0] != B:
+        raise ValueError(f"{name} has shape {shape_str(lens)} but {seq_name} has shape "
+                         f"{shape_str(seq)}, so {name} must have shape ({B},), one length "
+                         f"per row")
+    bounds = value_range(lens)  # None on an accelerator: no host sync
+    if bounds is None:
+        return
+    lo, hi = bounds
+    if lo < 0 or hi > L:
+        raise ValueError(f"{name} must lie in [0, {L}] (the length of {seq_name}, shape "
+                         f"{shape_str(seq)}), got values from {lo} to {hi}")
+    if lo < minimum:
+        because = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be >= {minimum}{because}, got {lo} in shape "
+                         f"{shape_str(lens)}")
+
+
+# -- sizes and probabilities ---------------------------------------------------------------------
+
+def check_sizes(minimum: int | None = 1, /, **sizes) -> None:
+    """:func:`check_size` for each keyword: ``check_sizes(vocab_size=V, num_heads=H)``."""
+    for name, value in sizes.items():
+        check_size(name, value, minimum=minimum)
+
+
+def check_int_pair(name: str, value, lo: int, hi: int) -> None:
+    """``value`` must be a pair ``(low, high)`` of integers with ``lo <= low <= high <= hi``."""
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+          and lo <= value[0] <= value[1] <= hi)
+    if not ok:
+        raise ValueError(f"{name} must be a pair (low, high) of integers with {lo} <= low <= "
+                         f"high <= {hi}, got {value!r}")
+
+
+def check_dropout(name: str, p) -> None:
+    """A dropout probability: a number in ``[0, 1)``."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {p!r}")
+
+
+# -- hidden states and caches -------------------------------------------------------------------
+
+def check_hidden(name: str, X, num_hiddens: int) -> None:
+    """``X`` must be a floating ``(B, T, N)`` tensor with ``N = num_hiddens``."""
+    check_tensor(name, X, ndim=3)
+    check_floating(name, X)
+    if X.shape[-1] != num_hiddens:
+        raise ValueError(f"{name} must have num_hiddens={num_hiddens} features (last dimension), "
+                         f"got shape {shape_str(X)}")
+
+
+def check_kv_cache(name: str, cache, B: int, H: int, D: int) -> int:
+    """``cache`` must be a pair (keys, values) of ``(B, H, P, D)`` tensors; returns P."""
+    if not (isinstance(cache, (tuple, list)) and len(cache) == 2):
+        raise TypeError(f"{name} must be a pair (keys, values) of (B, H, P, D) tensors, "
+                        f"got {type(cache).__name__}")
+    for part, t in zip(("keys", "values"), cache):
+        check_tensor(f"{name} {part}", t, ndim=4)
+        if (t.shape[0], t.shape[1], t.shape[3]) != (B, H, D):
+            raise ValueError(f"{name} {part} must have shape ({B}, {H}, P, {D}) (B, H, P, D) "
+                             f"to match the new tokens, got shape {shape_str(t)}")
+    check_dim_match(f"{name} keys", cache[0], 2, f"{name} values", cache[1], 2,
+                    "numbers of cached positions")
+    return cache[0].shape[2]
+
+
+def check_max_len(name: str, tokens: Tensor, offset: int, max_len: int) -> None:
+    """The positions ``offset .. offset + T - 1`` of ``tokens (B, T)`` must be ``< max_len``."""
+    if offset + tokens.shape[1] > max_len:
+        where = f" after {offset} decoded tokens" if offset else ""
+        raise ValueError(f"{name} of shape {shape_str(tokens)} reaches position "
+                         f"{offset + tokens.shape[1]}{where}, beyond max_len={max_len} "
+                         f"of the positional encoding")

@@ -56,15 +56,15 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_floating, check_index_range, check_size,
-                        check_tensor, shape_str, value_range)
+from ._validate import (check_dim_match, check_floating, check_hidden, check_index_range,
+                        check_integer, check_lengths, check_max_len, check_size, check_tensor,
+                        check_tokens, shape_str)
 # Re-exported: the grader's rules and the exercise sheets name qkvcourse.bert.mask_tokens and
 # qkvcourse.bert.get_tokens_and_segments; both live with the pretraining data.
 from .data.bert_pretraining import get_tokens_and_segments, mask_tokens  # noqa: F401
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
-from .transformer import (StackNeedWeights, TransformerEncoderBlock, _check_hidden, _check_lens,
-                          _check_length, _check_tokens, _is_integer, make_activation)
+from .transformer import StackNeedWeights, TransformerEncoderBlock, make_activation
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -90,18 +90,11 @@ def _check_ids(name: str, ids: Tensor, like_name: str, like: Tensor, upper: int,
                what: str) -> None:
     """``ids`` must be an integer tensor of ``like``'s shape with values in ``[0, upper)``."""
     check_tensor(name, ids)
-    if not _is_integer(ids):
-        raise TypeError(f"{name} must hold integer {what}, got dtype {ids.dtype} with shape "
-                        f"{shape_str(ids)}")
+    check_integer(name, ids, what)
     if ids.shape != like.shape:
         raise ValueError(f"{name} must have the shape of {like_name} {shape_str(like)}, got "
                          f"shape {shape_str(ids)}")
-    bounds = value_range(ids)
-    if bounds is not None:
-        lo, hi = bounds
-        if lo < 0 or hi >= upper:
-            raise ValueError(f"{name} must lie in [0, {upper}) ({what}), got values from {lo} "
-                             f"to {hi} in shape {shape_str(ids)}")
+    check_index_range(name, ids, upper, what)
 
 
 class BERTEncoder(nn.Module):
@@ -178,12 +171,12 @@ class BERTEncoder(nn.Module):
         return X
 
     def _check_inputs(self, tokens: Tensor, segments: Tensor, valid_lens: Tensor | None) -> None:
-        _check_tokens("tokens", tokens, self.vocab_size)
+        check_tokens("tokens", tokens, self.vocab_size)
         _check_ids("segments", segments, "tokens", tokens, self.num_segments,
                    f"segment ids, num_segments={self.num_segments}")
-        _check_length("tokens", tokens, 0, self.max_len)
+        check_max_len("tokens", tokens, 0, self.max_len)
         if valid_lens is not None:
-            _check_lens("valid_lens", valid_lens, "tokens", tokens)
+            check_lengths("valid_lens", valid_lens, "tokens", tokens)
 
 
 # -- the pretraining heads (section 3.1) -----------------------------------------------------
@@ -224,11 +217,9 @@ class MaskLM(nn.Module):
         return self.decoder(self.ln(self.activation(self.dense(masked_X))))  # (B, P, V)
 
     def _check_inputs(self, X: Tensor, pred_positions: Tensor) -> None:
-        _check_hidden("X", X, self.num_hiddens)
+        check_hidden("X", X, self.num_hiddens)
         check_tensor("pred_positions", pred_positions, ndim=2)
-        if not _is_integer(pred_positions):
-            raise TypeError(f"pred_positions must hold integer positions, got dtype "
-                            f"{pred_positions.dtype} with shape {shape_str(pred_positions)}")
+        check_integer("pred_positions", pred_positions, "positions")
         check_dim_match("X", X, 0, "pred_positions", pred_positions, 0, "batch sizes")
         check_index_range("pred_positions", pred_positions, X.shape[1],
                            f"the length of X, shape {shape_str(X)}")
@@ -300,7 +291,7 @@ class BERTModel(nn.Module):
 
         ``encoded_X (B, T, N)`` -> ``(B, N)``.
         """
-        _check_hidden("encoded_X", encoded_X, self.encoder.num_hiddens)
+        check_hidden("encoded_X", encoded_X, self.encoder.num_hiddens)
         return self.hidden(encoded_X[:, 0, :])  # (B, N)
 
     def forward(self, tokens: Tensor, segments: Tensor, valid_lens: Tensor | None = None,

@@ -32,9 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import check_tensor, shape_str
+from ._validate import check_lengths, check_size, check_tensor, check_token_ids, shape_str
 from .encoder_decoder import EncoderDecoder, map_state
-from .seq2seq import _check_integer_dtype, _check_lengths, _check_positive_int
 
 
 @dataclass
@@ -78,15 +77,14 @@ def _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len) -> N
         raise TypeError(f"model must be an EncoderDecoder (encoder + decoder), "
                         f"got {type(model).__name__}")
     check_tensor("src", src, ndim=2)
-    _check_integer_dtype("src", src)
+    check_token_ids("src", src)
     if src.shape[0] == 0:
         raise ValueError(f"src must hold at least one sequence, got shape {shape_str(src)}")
     if src_valid_lens is not None:
-        _check_lengths("src_valid_lens", src_valid_lens, src.shape[0], src.shape[1], "src")
-    for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer token id, got {value!r}")
-    _check_positive_int("max_len", max_len)
+        check_lengths("src_valid_lens", src_valid_lens, "src", src)
+    check_size("bos_id", bos_id, minimum=0)
+    check_size("eos_id", eos_id, minimum=0)
+    check_size("max_len", max_len)
 
 
 class _EvalMode:
@@ -239,11 +237,11 @@ def beam_search(model: EncoderDecoder, src: Tensor, src_valid_lens: Tensor | Non
         holding the ``n_best`` best, best first.
     """
     _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len)
-    _check_positive_int("beam_size", beam_size)
+    check_size("beam_size", beam_size)
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
             or not length_penalty >= 0 or math.isinf(length_penalty):
         raise ValueError(f"length_penalty must be a finite number ≥ 0, got {length_penalty!r}")
-    _check_positive_int("n_best", n_best)
+    check_size("n_best", n_best)
     if n_best > beam_size:
         raise ValueError(f"n_best={n_best} cannot exceed beam_size={beam_size}")
     alpha, K = float(length_penalty), beam_size

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._validate import check_floating, check_index_range, check_tensor, shape_str
+from ._validate import (check_floating, check_index_range, check_index_vector, check_lengths,
+                        check_tensor, shape_str)
 from .bert import BERTModel
 from .data.bert_pretraining import get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
@@ -47,7 +48,6 @@ from .decoding import _EvalMode
 from .gpt import GPT
 from .losses import IGNORE_INDEX, lm_loss
 from .metrics import span_exact_match, span_f1
-from .transformer import _check_lens, _is_integer
 
 __all__ = [
     "BERTClassifier", "BERTSpanExtractor", "GPTClassifier", "GPTFinetuneLoss", "SpanScores",
@@ -102,24 +102,6 @@ def _check_fits(sequences: list[list], max_len: int | None, layout: str) -> None
         if len(seq) > max_len:
             raise ValueError(f"examples[{i}] gives {len(seq)} tokens as {layout}, more than "
                              f"max_len={max_len}; raise max_len (nothing is cut)")
-
-
-def _check_ids_1d(name: str, ids, batch_size: int | None = None) -> None:
-    check_tensor(name, ids, ndim=1)
-    if not _is_integer(ids):
-        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype} with shape "
-                        f"{shape_str(ids)}")
-    if batch_size is not None and ids.shape[0] != batch_size:
-        raise ValueError(f"{name} must have shape ({batch_size},) (one per batch row), got "
-                         f"shape {shape_str(ids)}")
-
-
-def _check_positive_lens(name: str, lens: Tensor, seq_name: str, seq: Tensor) -> None:
-    """``lens (B,)`` integers in ``[1, T]`` for ``seq (B, T)``: every row has a last token."""
-    _check_lens(name, lens, seq_name, seq)
-    if lens.numel() and int(lens.min()) < 1:
-        raise ValueError(f"{name} must be >= 1 (every row needs its last token), got "
-                         f"{int(lens.min())} in shape {shape_str(lens)}")
 
 
 # -- shared helpers --------------------------------------------------------------------------
@@ -233,7 +215,7 @@ def gpt_lm_targets(idx: Tensor, valid_lens: Tensor, ignore_index: int = IGNORE_I
         ``(B, T)`` long.
     """
     check_tensor("idx", idx, ndim=2)
-    _check_lens("valid_lens", valid_lens, "idx", idx)
+    check_lengths("valid_lens", valid_lens, "idx", idx)
     T = idx.shape[1]
     next_tokens = torch.cat((idx[:, 1:], idx[:, :1]), dim=1)  # (B, T); the last column is junk
     positions = torch.arange(T, device=idx.device)  # (T,)
@@ -284,13 +266,15 @@ class GPTClassifier(nn.Module):
     def forward_with_lm(self, idx: Tensor, valid_lens: Tensor) -> tuple[Tensor, Tensor]:
         """``(class_logits (B, C), lm_logits (B, T, V))`` from one pass through the GPT."""
         check_tensor("idx", idx, ndim=2)
-        _check_positive_lens("valid_lens", valid_lens, "idx", idx)
+        check_lengths("valid_lens", valid_lens, "idx", idx, minimum=1,
+                      why="every row needs its last token")
         h = self.gpt.features(idx)  # (B, T, N)
         return self._classify(h, valid_lens), self.gpt.lm_head(h)
 
     def forward(self, idx: Tensor, valid_lens: Tensor) -> Tensor:
         check_tensor("idx", idx, ndim=2)
-        _check_positive_lens("valid_lens", valid_lens, "idx", idx)
+        check_lengths("valid_lens", valid_lens, "idx", idx, minimum=1,
+                      why="every row needs its last token")
         return self._classify(self.gpt.features(idx), valid_lens)  # (B, C)
 
     def lm_logits(self, idx: Tensor) -> Tensor:
@@ -331,7 +315,7 @@ def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> 
         raise ValueError(f"lm_weight must be a number >= 0, got {lm_weight!r}")
     idx, valid_lens, labels = batch
     class_logits, lm_logits = model.forward_with_lm(idx, valid_lens)
-    _check_ids_1d("labels", labels, idx.shape[0])
+    check_index_vector("labels", labels, idx.shape[0])
     classification = F.cross_entropy(class_logits.float(), labels)
     lm = lm_loss(lm_logits, gpt_lm_targets(idx, valid_lens))
     return GPTFinetuneLoss(classification + lm_weight * lm, classification, lm)
@@ -429,7 +413,7 @@ def bert_classification_loss(model: BERTClassifier, batch) -> Tensor:
                            else type(batch).__name__))
     tokens, segments, valid_lens, labels = batch
     logits = model(tokens, segments, valid_lens)  # (B, C)
-    _check_ids_1d("labels", labels, logits.shape[0])
+    check_index_vector("labels", labels, logits.shape[0])
     return F.cross_entropy(logits.float(), labels)
 
 
@@ -494,7 +478,7 @@ def passage_mask(segments: Tensor, valid_lens: Tensor | None = None) -> Tensor:
     if valid_lens is None:
         last = torch.where(is_b, positions, -1).amax(dim=1, keepdim=True)  # (B, 1): the <sep>
     else:
-        _check_lens("valid_lens", valid_lens, "segments", segments)
+        check_lengths("valid_lens", valid_lens, "segments", segments)
         last = valid_lens.to(segments.device)[:, None] - 1  # (B, 1)
     return is_b & (positions < last)  # (B, T)
 
@@ -559,7 +543,7 @@ def _check_span_logits(start_logits, end_logits) -> None:
 
 
 def _check_positions(name: str, positions, like: Tensor) -> None:
-    _check_ids_1d(name, positions, like.shape[0])
+    check_index_vector(name, positions, like.shape[0])
     check_index_range(name, positions, like.shape[1],
                       f"the sequence length, shape {shape_str(like)}")
 

@@ -47,14 +47,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._aliases import field_aliases
-from ._validate import check_dim_match, check_floating, check_tensor, shape_str
+from ._validate import (check_dim_match, check_floating, check_kv_cache, check_max_len,
+                        check_tensor, check_tokens, shape_str)
 from .decoding import _EvalMode
 # (qkvcourse.gpt.lm_loss is also the path that the grader's rules and exercise sheets name)
 from .losses import lm_loss
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
 from .transformer import (ACTIVATIONS, CausalSelfAttention, KVCache, PositionWiseFFN, Residual,
-                          StackNeedWeights, _check_cache, _check_length, _check_tokens)
+                          StackNeedWeights)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
 
@@ -309,7 +310,7 @@ class GPT(nn.Module):
                 raise TypeError(f"past[{layer}] must be a pair (keys, values) of (B, H, P, D) "
                                 f"tensors, got {type(pair).__name__}")
             check_dim_match("idx", idx, 0, f"past[{layer}] keys", pair[0], 0, "batch sizes")
-            lengths.add(_check_cache(f"past[{layer}]", pair, idx.shape[0], H,
+            lengths.add(check_kv_cache(f"past[{layer}]", pair, idx.shape[0], H,
                                      self.config.d_model // H))
         if len(lengths) != 1:
             raise ValueError(f"every block's cache must hold the same number of positions, "
@@ -319,9 +320,9 @@ class GPT(nn.Module):
     def _run(self, idx: Tensor, past=None, last_only: bool = False) -> tuple[Tensor, GPTCache]:
         """``idx (B, T)`` at positions P..P+T-1 -> (final hidden states (B, T, N), cache);
         ``(B, 1, N)``, the last position's, with ``last_only``."""
-        _check_tokens("idx", idx, self.config.vocab_size)
+        check_tokens("idx", idx, self.config.vocab_size)
         P = self._check_past(past, idx)
-        _check_length("idx", idx, P, self.config.max_len)
+        check_max_len("idx", idx, P, self.config.max_len)
         # The new tokens sit at positions P..P+T-1, so they take those position vectors
         X = self.pos_embedding(self.token_embedding(idx), offset=P)  # (B, T, N)
         present = []
@@ -420,7 +421,7 @@ class GPT(nn.Module):
         Returns:
             ``(B, T + n)`` the prompts followed by the n generated tokens.
         """
-        _check_tokens("idx", idx, self.config.vocab_size)
+        check_tokens("idx", idx, self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
                 or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, "

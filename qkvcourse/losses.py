@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._validate import (check_floating, check_tensor, check_token_ids, shape_str,
-                        value_checks_enabled, value_range)
+from ._validate import (check_floating, check_index_range, check_tensor, check_token_ids,
+                        shape_str, value_checks_enabled, value_range)
 
 if TYPE_CHECKING:
     from .bert import BERTModel
@@ -51,12 +51,10 @@ def _check_logits_and_targets(logits: Tensor, targets: Tensor) -> None:
 def _check_target_range(targets: Tensor, skipped: Tensor, logits: Tensor, skip_name: str,
                         skip_id: int) -> None:
     """The targets that count (not ``skipped``) lie in ``[0, V)``."""
-    V = logits.shape[-1]
-    bounds = value_range(targets.masked_fill(skipped, 0))
-    if bounds is not None and (bounds[0] < 0 or bounds[1] >= V):
-        raise ValueError(f"targets must lie in [0, {V}) (the vocabulary of the logits, shape "
-                         f"{shape_str(logits)}) or equal {skip_name}={skip_id}, got values from "
-                         f"{bounds[0]} to {bounds[1]}")
+    if value_checks_enabled(targets):  # (skip the masked copy where it cannot be read)
+        check_index_range("targets", targets.masked_fill(skipped, 0), logits.shape[-1],
+                          f"the vocabulary of the logits, shape {shape_str(logits)}; or equal "
+                          f"{skip_name}={skip_id}")
 
 
 def sequence_loss(logits: Tensor, targets: Tensor, pad_id: int,

@@ -34,7 +34,8 @@ from typing import Hashable, Sequence
 import torch
 from torch import Tensor
 
-from ._validate import check_index_range, check_tensor, shape_str, value_checks_enabled
+from ._validate import (check_index_range, check_index_vector, check_size, check_tensor,
+                        shape_str, value_checks_enabled)
 
 __all__ = [
     "bleu", "classification_accuracy", "corpus_bleu", "exact_match",
@@ -43,11 +44,6 @@ __all__ = [
 
 
 # -- argument checks ---------------------------------------------------------------------------
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
 
 def _check_token_list(name: str, tokens) -> None:
     """A list (or tuple) of tokens; a string is refused, since its characters would be
@@ -72,17 +68,6 @@ def _check_paired(predictions, references) -> None:
     if len(predictions) != len(references):
         raise ValueError(f"predictions has {len(predictions)} items but references has "
                          f"{len(references)}")
-
-
-def _check_index_vector(name: str, ids, batch_size: int | None = None) -> None:
-    """``ids`` is a ``(B,)`` integer tensor (class labels, span positions)."""
-    check_tensor(name, ids, ndim=1)
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype} with shape "
-                        f"{shape_str(ids)}")
-    if batch_size is not None and ids.shape[0] != batch_size:
-        raise ValueError(f"{name} must have shape ({batch_size},) (one per batch row), got "
-                         f"shape {shape_str(ids)}")
 
 
 # -- BLEU --------------------------------------------------------------------------------------
@@ -111,7 +96,7 @@ def bleu(pred_tokens: Sequence[Hashable], label_tokens: Sequence[Hashable], k: i
     """
     _check_token_list("pred_tokens", pred_tokens)
     _check_token_list("label_tokens", label_tokens)
-    _check_positive_int("k", k)
+    check_size("k", k)
     len_pred, len_label = len(pred_tokens), len(label_tokens)
     if len_pred == 0:
         return 0.0
@@ -150,7 +135,7 @@ def corpus_bleu(predictions: Sequence[Sequence[Hashable]],
     if len(predictions) != len(references):
         raise ValueError(f"predictions and references must have the same length, got "
                          f"{len(predictions)} predictions and {len(references)} references")
-    _check_positive_int("max_n", max_n)
+    check_size("max_n", max_n)
     for i, (pred, ref) in enumerate(zip(predictions, references)):
         _check_token_list(f"predictions[{i}]", pred)
         _check_token_list(f"references[{i}]", ref)
@@ -227,7 +212,7 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: in
     if not confidence.is_floating_point():
         raise TypeError(f"confidence must hold probabilities (a floating dtype), got dtype "
                         f"{confidence.dtype} with shape {shape_str(confidence)}")
-    _check_positive_int("num_bins", num_bins)
+    check_size("num_bins", num_bins)
     if value_checks_enabled(confidence):
         lo, hi = torch.stack(torch.aminmax(confidence)).tolist()
         # probabilities computed in float32 may overshoot 1 by a rounding error; a NaN fails
@@ -254,7 +239,7 @@ def classification_accuracy(logits: Tensor, labels: Tensor) -> float:
         labels: ``(B,)`` integer labels in ``[0, C)``.
     """
     check_tensor("logits", logits, ndim=2)
-    _check_index_vector("labels", labels, logits.shape[0])
+    check_index_vector("labels", labels, logits.shape[0])
     if logits.shape[0] == 0:
         raise ValueError(f"logits must hold at least one row, got shape {shape_str(logits)}")
     check_index_range("labels", labels, logits.shape[1],
@@ -293,7 +278,7 @@ def _span_args(pred_start, pred_end, start, end, tokens) -> list[list[int]]:
     batch_size = pred_start.shape[0] if isinstance(pred_start, Tensor) else None
     for name, t in (("pred_start", pred_start), ("pred_end", pred_end), ("start", start),
                     ("end", end)):
-        _check_index_vector(name, t, batch_size)
+        check_index_vector(name, t, batch_size)
     if pred_start.shape[0] == 0:
         raise ValueError("pred_start must hold at least one span, got shape (0,)")
     if tokens is not None:

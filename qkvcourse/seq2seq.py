@@ -32,63 +32,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ._validate import check_floating, check_tensor, shape_str
+from ._validate import (check_dropout, check_floating, check_index_range, check_index_vector,
+                        check_lengths, check_sizes, check_tensor, check_tokens, shape_str,
+                        value_checks_enabled)
+from ._validate import check_tokens as _check_token_ids  # the name the book's listings show
 from .attention import AdditiveAttention
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
-
-
-# -- argument checks shared with qkvcourse.decoding --------------------------------------------
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_dropout(dropout) -> None:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-            or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
-
-
-def _check_integer_dtype(name: str, x: Tensor) -> None:
-    if x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
-        raise TypeError(f"{name} must have an integer dtype (token ids / lengths), "
-                        f"got {x.dtype} with shape {shape_str(x)}")
-
-
-def _check_token_ids(name: str, ids, vocab_size: int | None = None) -> None:
-    """``ids`` must be a 2-D ``(B, T)`` integer tensor with values in ``[0, vocab_size)``."""
-    check_tensor(name, ids, ndim=2)
-    _check_integer_dtype(name, ids)
-    if vocab_size is not None and ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"{name} of shape {shape_str(ids)} holds token ids from {lo} to "
-                             f"{hi}, outside [0, {vocab_size}) (vocab_size={vocab_size})")
-
-
-def _check_lengths(name: str, lens, batch_size: int, max_len: int, what: str) -> None:
-    """``lens`` must be a 1-D ``(B,)`` integer tensor with values in ``[0, max_len]``."""
-    check_tensor(name, lens, ndim=1)
-    _check_integer_dtype(name, lens)
-    if lens.shape[0] != batch_size:
-        raise ValueError(f"{name} must have shape ({batch_size},), one length per row of "
-                         f"{what}, got shape {shape_str(lens)}")
-    if lens.numel():
-        lo, hi = int(lens.min()), int(lens.max())
-        if lo < 0 or hi > max_len:
-            raise ValueError(f"{name} must lie in [0, {max_len}] (the length of {what}), "
-                             f"got values from {lo} to {hi}")
-
-
-def _check_reorder_index(index, batch_size: int) -> None:
-    check_tensor("index", index, ndim=1)
-    _check_integer_dtype("index", index)
-    if index.numel():
-        lo, hi = int(index.min()), int(index.max())
-        if lo < 0 or hi >= batch_size:
-            raise ValueError(f"index of shape {shape_str(index)} selects rows {lo} to {hi} "
-                             f"of a state with batch size {batch_size}")
 
 
 # -- encoder -----------------------------------------------------------------------------------
@@ -96,10 +45,9 @@ def _check_reorder_index(index, batch_size: int) -> None:
 
 def _check_rnn_sizes(vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                      dropout: float) -> None:
-    for name, value in (("vocab_size", vocab_size), ("embed_size", embed_size),
-                        ("num_hiddens", num_hiddens), ("num_layers", num_layers)):
-        _check_positive_int(name, value)
-    _check_dropout(dropout)
+    check_sizes(vocab_size=vocab_size, embed_size=embed_size, num_hiddens=num_hiddens,
+                num_layers=num_layers)
+    check_dropout("dropout", dropout)
 
 
 def _embedding_and_gru(vocab_size: int, embed_size: int, rnn_input_size: int, num_hiddens: int,
@@ -146,22 +94,43 @@ class Seq2SeqEncoder(Encoder):
             ``outputs (B, S, N)`` (h_1..h_S of the top layer, zero past the valid length)
             and ``state (L, B, N)`` (each layer's hidden state at the last valid position).
         """
-        _check_token_ids("src", src, self.vocab_size)
+        check_tokens("src", src, self.vocab_size)
         B, S = src.shape
         X = self.dropout(self.embedding(src))  # (B, S, E)
         if src_valid_lens is None:
             return self.rnn(X)  # (B, S, N), (L, B, N)
-        _check_lengths("src_valid_lens", src_valid_lens, B, S, "src")
+        check_lengths("src_valid_lens", src_valid_lens, "src", src)
+        if value_checks_enabled(src_valid_lens):  # lengths readable for free (on the CPU)
+            outputs, state = self._packed(X, src_valid_lens)
+        else:  # packing would copy the lengths to the host and wait for the device
+            outputs, state = self._stepped(X, src_valid_lens.to(src.device))
+        valid = torch.arange(S, device=src.device) < src_valid_lens.to(src.device)[:, None]
+        outputs = outputs * valid[..., None].to(outputs.dtype)  # (B, S, N)
+        state = state * (src_valid_lens.to(src.device) > 0)[None, :, None].to(state.dtype)
+        return outputs, state
+
+    def _packed(self, X: Tensor, src_valid_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """The GRU over the packed batch: each row stops at its last valid position."""
         lens = src_valid_lens.to(device="cpu", dtype=torch.int64)  # packing wants CPU lengths
         # Packing rejects empty rows: run them for one (ignored) step, then zero their state.
         packed = pack_padded_sequence(X, lens.clamp(min=1), batch_first=True,
                                       enforce_sorted=False)
         outputs, state = self.rnn(packed)  # state (L, B, N), back in the batch's order
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=S)  # (B, S, N)
-        valid = torch.arange(S, device=src.device) < src_valid_lens.to(src.device)[:, None]
-        outputs = outputs * valid[..., None].to(outputs.dtype)  # (B, S, N)
-        state = state * (src_valid_lens.to(src.device) > 0)[None, :, None].to(state.dtype)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True,
+                                         total_length=X.shape[1])  # (B, S, N)
         return outputs, state
+
+    def _stepped(self, X: Tensor, src_valid_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """What :meth:`_packed` computes, one position at a time, without reading the lengths
+        on the host: row b's state stops changing after position ``src_valid_lens[b] - 1``."""
+        B, S, _ = X.shape
+        state = X.new_zeros(self.num_layers, B, self.num_hiddens)  # (L, B, N)
+        outputs = []
+        for t in range(S):
+            out, new = self.rnn(X[:, t:t + 1], state)  # (B, 1, N), (L, B, N)
+            state = torch.where((t < src_valid_lens)[None, :, None], new, state)
+            outputs.append(out)
+        return torch.cat(outputs, dim=1), state  # (B, S, N), (L, B, N)
 
 
 # -- decoder states ----------------------------------------------------------------------------
@@ -196,6 +165,11 @@ def _check_encoder_outputs(enc_outputs, num_hiddens: int, num_layers: int) -> tu
             f"must be (outputs (B, S, {num_hiddens}), state ({num_layers}, B, {num_hiddens})), "
             f"got outputs of shape {shape_str(outputs)} and state of shape {shape_str(state)}")
     return outputs, state
+
+
+def _check_reorder_index(index, batch_size: int) -> None:
+    check_index_vector("index", index, what="row numbers of the state")
+    check_index_range("index", index, batch_size, f"the state's batch size {batch_size}")
 
 
 def _check_state_batch(tgt: Tensor, hidden: Tensor, num_layers: int, num_hiddens: int) -> None:
@@ -301,8 +275,7 @@ class Seq2SeqAttentionDecoder(Decoder):
         """Keep the annotations and lengths; start from the encoder's final state."""
         outputs, state = _check_encoder_outputs(enc_outputs, self.num_hiddens, self.num_layers)
         if src_valid_lens is not None:
-            _check_lengths("src_valid_lens", src_valid_lens, outputs.shape[0], outputs.shape[1],
-                           "enc_outputs[0] (outputs)")
+            check_lengths("src_valid_lens", src_valid_lens, "enc_outputs[0] (outputs)", outputs)
             src_valid_lens = src_valid_lens.to(outputs.device)
         return Seq2SeqAttentionState(hidden=state, enc_outputs=outputs,
                                      src_valid_lens=src_valid_lens)

@@ -63,8 +63,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_floating, check_size, check_tensor, check_token_ids,
-                        shape_str, value_range)
+from ._validate import (check_dim_match, check_hidden, check_index_range, check_index_vector,
+                        check_kv_cache, check_lengths, check_max_len, check_sizes, check_tensor,
+                        check_tokens, shape_str)
 from .attention import use_fused_path
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
 from .masking import causal_mask
@@ -72,84 +73,6 @@ from .multihead import MultiHeadAttention, _merge
 from .positional import PositionalEncoding
 
 KVCache = tuple[Tensor, Tensor]  # (keys (B, H, P, D), values (B, H, P, D)), projected
-
-
-# -- argument checks -------------------------------------------------------------------------
-
-def _check_hidden(name: str, X: Tensor, num_hiddens: int) -> None:
-    """``X`` must be a floating ``(B, T, N)`` tensor with ``N = num_hiddens``."""
-    check_tensor(name, X, ndim=3)
-    check_floating(name, X)
-    if X.shape[-1] != num_hiddens:
-        raise ValueError(f"{name} must have num_hiddens={num_hiddens} features (last dimension), "
-                         f"got shape {shape_str(X)}")
-
-
-def _check_sizes(**sizes) -> None:
-    """Every size of a model (vocabulary, widths, heads, blocks, positions) is an int >= 1."""
-    for name, value in sizes.items():
-        check_size(name, value)
-
-
-def _is_integer(t: Tensor) -> bool:
-    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
-
-
-def _check_tokens(name: str, tokens: Tensor, vocab_size: int) -> None:
-    """``tokens`` must be ``(B, T)`` integer ids in ``[0, vocab_size)``, with T >= 1."""
-    check_tensor(name, tokens, ndim=2)
-    check_token_ids(name, tokens)
-    if tokens.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one token per row, got shape "
-                         f"{shape_str(tokens)}")
-    bounds = value_range(tokens)  # None on an accelerator: no host sync
-    if bounds is not None:
-        lo, hi = bounds
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"{name} token ids must lie in [0, {vocab_size}) (vocab_size="
-                             f"{vocab_size}), got values from {lo} to {hi} in shape "
-                             f"{shape_str(tokens)}")
-
-
-def _check_lens(name: str, lens: Tensor, seq_name: str, seq: Tensor) -> None:
-    """``lens`` must be ``(B,)`` integers in ``[0, L]``, ``seq`` being ``(B, L, ...)``."""
-    check_tensor(name, lens, ndim=1)
-    if not _is_integer(lens):
-        raise TypeError(f"{name} must have an integer dtype, got {lens.dtype} with shape "
-                        f"{shape_str(lens)}")
-    B, L = seq.shape[0], seq.shape[1]
-    if lens.shape[0] != B:
-        raise ValueError(f"{name} has shape {shape_str(lens)} but {seq_name} has shape "
-                         f"{shape_str(seq)}, so {name} must have shape ({B},)")
-    bounds = value_range(lens)
-    if bounds is not None:
-        lo, hi = bounds
-        if lo < 0 or hi > L:
-            raise ValueError(f"{name} must lie in [0, {L}] (the length of {seq_name}, shape "
-                             f"{shape_str(seq)}), got values from {lo} to {hi}")
-
-
-def _check_cache(name: str, cache, B: int, H: int, D: int) -> int:
-    """``cache`` must be a pair (keys, values) of ``(B, H, P, D)`` tensors; returns P."""
-    if not (isinstance(cache, (tuple, list)) and len(cache) == 2):
-        raise TypeError(f"{name} must be a pair (keys, values) of (B, H, P, D) tensors, "
-                        f"got {type(cache).__name__}")
-    for part, t in zip(("keys", "values"), cache):
-        check_tensor(f"{name} {part}", t, ndim=4)
-        if (t.shape[0], t.shape[1], t.shape[3]) != (B, H, D):
-            raise ValueError(f"{name} {part} must have shape ({B}, {H}, P, {D}) (B, H, P, D) "
-                             f"to match the new tokens, got shape {shape_str(t)}")
-    check_dim_match(f"{name} keys", cache[0], 2, f"{name} values", cache[1], 2,
-                    "numbers of cached positions")
-    return cache[0].shape[2]
-
-
-def _check_length(name: str, tokens: Tensor, offset: int, max_len: int) -> None:
-    if offset + tokens.shape[1] > max_len:
-        where = f" after {offset} decoded tokens" if offset else ""
-        raise ValueError(f"{name} of shape {shape_str(tokens)} reaches position "
-                         f"{offset + tokens.shape[1]}{where}, beyond max_len={max_len} "
-                         f"of the positional encoding")
 
 
 # -- sub-layers ------------------------------------------------------------------------------
@@ -258,7 +181,7 @@ class AddNorm(Residual):
 
     def forward(self, X: Tensor, Y: Tensor) -> Tensor:
         """``X (B, T, N)`` the sub-layer's input (the residual), ``Y (B, T, N)`` its output."""
-        _check_hidden("X", X, self.num_hiddens)
+        check_hidden("X", X, self.num_hiddens)
         check_tensor("Y", Y)
         if X.shape != Y.shape:
             raise ValueError(f"X and Y must have the same shape, got X {shape_str(X)} "
@@ -485,7 +408,7 @@ class TransformerEncoder(Encoder):
                  num_blks: int, dropout: float, use_bias: bool = False, *, max_len: int = 1000,
                  norm_first: bool = False):
         super().__init__()
-        _check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
+        check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
                      num_heads=num_heads, num_blks=num_blks, max_len=max_len)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.embedding = _scaled_embedding(vocab_size, num_hiddens)
@@ -507,10 +430,10 @@ class TransformerEncoder(Encoder):
         return self.norm(X) if self.norm is not None else X  # (B, S, N)
 
     def _check_inputs(self, src: Tensor, src_valid_lens: Tensor | None) -> None:
-        _check_tokens("src", src, self.vocab_size)
-        _check_length("src", src, 0, self.max_len)
+        check_tokens("src", src, self.vocab_size)
+        check_max_len("src", src, 0, self.max_len)
         if src_valid_lens is not None:
-            _check_lens("src_valid_lens", src_valid_lens, "src", src)
+            check_lengths("src_valid_lens", src_valid_lens, "src", src)
 
 
 # -- decoder ---------------------------------------------------------------------------------
@@ -580,7 +503,7 @@ class TransformerDecoder(Decoder):
                  num_blks: int, dropout: float, use_bias: bool = False, *, max_len: int = 1000,
                  norm_first: bool = False):
         super().__init__()
-        _check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
+        check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
                      num_heads=num_heads, num_blks=num_blks, max_len=max_len)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_blks = num_blks
@@ -612,9 +535,9 @@ class TransformerDecoder(Decoder):
             enc_outputs: ``(B, S, N)``, the encoder's output.
             src_valid_lens: ``(B,)`` integer lengths of the sources, or None.
         """
-        _check_hidden("enc_outputs", enc_outputs, self.num_hiddens)
+        check_hidden("enc_outputs", enc_outputs, self.num_hiddens)
         if src_valid_lens is not None:
-            _check_lens("src_valid_lens", src_valid_lens, "enc_outputs", enc_outputs)
+            check_lengths("src_valid_lens", src_valid_lens, "enc_outputs", enc_outputs)
         return {"enc_outputs": enc_outputs, "enc_valid_lens": src_valid_lens,
                 "caches": [None] * self.num_blks, "num_decoded": 0}
 
@@ -631,7 +554,7 @@ class TransformerDecoder(Decoder):
                              f"({self.num_blks}), got {len(caches)}")
         H = self.blks[0].self_attention.mha.num_heads
         for i, cache in enumerate(caches):
-            cached = 0 if cache is None else _check_cache(
+            cached = 0 if cache is None else check_kv_cache(
                 f"state['caches'][{i}]", cache, tgt.shape[0], H, self.num_hiddens // H)
             if cached != P:
                 raise ValueError(f"state['num_decoded']={P} disagrees with the cache, which "
@@ -658,23 +581,15 @@ class TransformerDecoder(Decoder):
         return self.dense(X), new_state  # (B, T, V)
 
     def _check_inputs(self, tgt: Tensor, state) -> None:
-        _check_tokens("tgt", tgt, self.vocab_size)
+        check_tokens("tgt", tgt, self.vocab_size)
         self._check_state(state, tgt)
-        _check_length("tgt", tgt, state["num_decoded"], self.max_len)
+        check_max_len("tgt", tgt, state["num_decoded"], self.max_len)
 
     def reorder_state(self, state: dict[str, Any], index: Tensor) -> dict[str, Any]:
         """Select (and repeat) batch rows: ``index (B',)`` integer row numbers in ``[0, B)``."""
-        check_tensor("index", index, ndim=1)
-        if not _is_integer(index):
-            raise TypeError(f"index must have an integer dtype, got {index.dtype} with shape "
-                            f"{shape_str(index)}")
+        check_index_vector("index", index, what="row numbers of the state")
         B = state["enc_outputs"].shape[0]
-        bounds = value_range(index)
-        if bounds is not None:
-            lo, hi = bounds
-            if lo < 0 or hi >= B:
-                raise ValueError(f"index must lie in [0, {B}) (the state's batch size), got "
-                                 f"values from {lo} to {hi}")
+        check_index_range("index", index, B, f"the state's batch size {B}")
         return super().reorder_state(state, index.to(state["enc_outputs"].device))
 
 
@@ -705,7 +620,7 @@ class TransformerConfig:
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
 
     def __post_init__(self):
-        _check_sizes(**{"src_vocab_size": self.src_vocab_size,
+        check_sizes(**{"src_vocab_size": self.src_vocab_size,
                         "tgt_vocab_size": self.tgt_vocab_size,
                         "d_model (d2l: num_hiddens)": self.d_model,
                         "ffn_num_hiddens": self.ffn_num_hiddens, "num_heads": self.num_heads,

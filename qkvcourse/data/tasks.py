@@ -99,6 +99,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Sequence
 
+from .._validate import check_int_pair, check_sizes
 from .vocab import Vocab
 
 __all__ = [
@@ -123,20 +124,8 @@ def task_vocab(token_lists: Sequence[Sequence[str]], min_freq: int = 0) -> Vocab
     return Vocab(token_lists, min_freq=min_freq, reserved_tokens=list(FINETUNE_RESERVED_TOKENS))
 
 
-def _check_sizes(**sizes: int) -> None:
-    for name, n in sizes.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
-
-
-def _check_range(name: str, value, lo: int, hi: int) -> None:
-    """``value`` must be a pair ``(low, high)`` of integers, ``lo <= low <= high <= hi``."""
-    ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-          and lo <= value[0] <= value[1] <= hi)
-    if not ok:
-        raise ValueError(f"{name} must be a pair (low, high) of integers with {lo} <= low <= "
-                         f"high <= {hi}, got {value!r}")
+def _check_sizes(**sizes: int) -> None:  # (also used by qkvcourse.data.bert_story_tasks)
+    check_sizes(0, **sizes)  # a split may be empty
 
 
 def _check_seed(seed) -> None:
@@ -411,11 +400,11 @@ def make_span_task(num_train: int = 2000, num_val: int = 500, num_test: int = 50
     _check_seed(seed)
     K = len(SPAN_KINDS)
     if same_kind_distractor:
-        _check_range("num_people", num_people, 2, len(NAMES))
-        _check_range("num_facts", num_facts, 2, num_people[0] * K)
+        check_int_pair("num_people", num_people, 2, len(NAMES))
+        check_int_pair("num_facts", num_facts, 2, num_people[0] * K)
     else:
-        _check_range("num_people", num_people, 1, len(NAMES))
-        _check_range("num_facts", num_facts, 1, num_people[0] * (K - 1) + 1)
+        check_int_pair("num_people", num_people, 1, len(NAMES))
+        check_int_pair("num_facts", num_facts, 1, num_people[0] * (K - 1) + 1)
     rng = random.Random(seed)
     seen: set = set()
     splits = []
