@@ -632,3 +632,114 @@ class TestChecksOnce:
                               lambda m: m(tokens, segments, lens, positions)[1].sum().backward(),
                               build)
         assert counts[0] == counts[1] and counts[0] > 0, counts
+
+
+# -- one module of argument checks -----------------------------------------------------------
+
+class TestOneCheckModule:
+    """The generic checks live in ``qkvcourse/_validate.py`` only, and every check that reads
+    values goes through ``value_range``: named errors on the CPU, no host read on an accelerator."""
+
+    V_SRC, V_TGT, BOS, EOS = 9, 11, 1, 2
+
+    def model(self, attention, seed=0):
+        torch.manual_seed(seed)
+        config = qc.RNNSeq2SeqConfig(embed_size=8, num_hiddens=16, num_layers=2, dropout=0.1)
+        return qc.make_rnn_seq2seq(self.V_SRC, self.V_TGT, attention, config)
+
+    @pytest.mark.parametrize("attention", [False, True])
+    def test_rnn_seq2seq_names_bad_ids_and_lengths_on_cpu(self, attention):
+        model = self.model(attention)
+        src = torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]])
+        lens = torch.tensor([3, 2])
+        with raises(ValueError, "src", f"[0, {self.V_SRC})", "from 0 to 9", shape(2, 4)):
+            model.encoder(torch.tensor([[3, 4, 5, 9], [6, 7, 0, 0]]), lens)
+        with raises(ValueError, "src", "from -1 to 7", shape(2, 4)):
+            model.encoder(torch.tensor([[3, 4, 5, -1], [6, 7, 0, 0]]), lens)
+        with raises(ValueError, "src_valid_lens", "[0, 4]", "from 2 to 5", shape(2, 4)):
+            model.encoder(src, torch.tensor([5, 2]))
+        with raises(ValueError, "src_valid_lens", "[0, 4]", "from -1 to 3"):
+            model.encoder(src, torch.tensor([3, -1]))
+        enc = model.encoder(src, lens)
+        state = model.decoder.init_state(enc, lens)
+        with raises(ValueError, "tgt", f"[0, {self.V_TGT})", "from 1 to 11", shape(2, 2)):
+            model.decoder(torch.tensor([[1, 11], [1, 2]]), state)
+        with raises(ValueError, "tgt", "from -3 to 2"):
+            model.decoder(torch.tensor([[1, -3], [1, 2]]), state)
+        with raises(ValueError, "index", "[0, 2)", "from 0 to 2", shape(3,)):
+            model.decoder.reorder_state(state, torch.tensor([0, 1, 2]))
+        if attention:
+            with raises(ValueError, "src_valid_lens", "[0, 4]", "from 3 to 6"):
+                model.decoder.init_state(enc, torch.tensor([3, 6]))
+
+    @pytest.mark.parametrize("search", ["greedy", "beam"])
+    def test_searches_name_bad_ids_and_lengths_on_cpu(self, search):
+        model = self.model(True)
+        run = (lambda s, l: qc.greedy_search(model, s, l, self.BOS, self.EOS, max_len=5)) \
+            if search == "greedy" else \
+            (lambda s, l: qc.beam_search(model, s, l, self.BOS, self.EOS, max_len=5, beam_size=2))
+        src = torch.tensor([[3, 4, 5], [6, 7, 0]])
+        with raises(ValueError, "src_valid_lens", "[0, 3]", "from 2 to 4", shape(2, 3)):
+            run(src, torch.tensor([4, 2]))
+        with raises(ValueError, "src_valid_lens", "from -2 to 3"):
+            run(src, torch.tensor([3, -2]))
+        with raises(ValueError, "src", f"[0, {self.V_SRC})", "from 0 to 12"):
+            run(torch.tensor([[3, 4, 12], [6, 7, 0]]), torch.tensor([3, 2]))
+        with raises(TypeError, "src", "torch.int16"):
+            run(src.to(torch.int16), torch.tensor([3, 2]))
+        with raises(ValueError, "max_len", "0"):
+            qc.greedy_search(model, src, None, self.BOS, self.EOS, max_len=0)
+
+    @pytest.mark.parametrize("attention", [False, True])
+    def test_rnn_seq2seq_trains_on_meta_with_valid_lens(self, attention):
+        # no value is read: the length and id checks are skipped (no data to read, as on a GPU
+        # they would wait for the device) and the encoder does not pack (packing copies the
+        # lengths to the host)
+        with torch.device("meta"):
+            model = self.model(attention)
+            src = torch.empty(3, 6, dtype=torch.long)
+            tgt = torch.empty(3, 5, dtype=torch.long)
+            lens = torch.empty(3, dtype=torch.long)
+        logits = model(src, tgt, lens)
+        assert logits.shape == (3, 5, self.V_TGT) and logits.device.type == "meta"
+        logits.float().sum().backward()
+        assert all(p.grad is not None and p.grad.device.type == "meta"
+                   for p in model.parameters())
+
+    @pytest.mark.parametrize("num_layers", [1, 2])
+    def test_encoder_without_packing_matches_the_packed_encoder(self, num_layers):
+        # the path taken where lengths cannot be read for free, compared with packing on the CPU
+        torch.manual_seed(0)
+        encoder = qc.Seq2SeqEncoder(self.V_SRC, 8, 16, num_layers).eval()
+        src = torch.randint(0, self.V_SRC, (4, 6))
+        lens = torch.tensor([6, 0, 3, 1])
+        outputs, state = encoder(src, lens)
+        X = encoder.embedding(src)
+        stepped_out, stepped_state = encoder._stepped(X, lens)
+        valid = (torch.arange(6) < lens[:, None])[..., None]
+        torch.testing.assert_close(stepped_out * valid, outputs)
+        torch.testing.assert_close(stepped_state * (lens > 0)[None, :, None], state)
+        assert state[:, 1].abs().sum() == 0  # the empty row
+
+    def test_generic_checks_are_defined_once(self):
+        import ast
+        from pathlib import Path
+
+        banned = {"_check_positive_int", "_check_token_ids", "_check_lengths", "_check_ids_1d",
+                  "_check_index_vector", "_is_integer", "_check_dropout", "_check_integer_dtype",
+                  "_check_lens", "_check_tokens", "_check_hidden", "_check_cache",
+                  "_check_length", "_check_positive_lens", "_check_range"}
+        package = Path(qc.__file__).parent
+        found = []
+        for path in sorted(package.rglob("*.py")):
+            if path.name == "_validate.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) \
+                        and getattr(node, "name", None) in banned:
+                    found.append(f"{path.relative_to(package)}:{node.lineno} {node.name}")
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+                    found += [f"{path.relative_to(package)}:{node.lineno} {t.id}"
+                              for t in node.targets if isinstance(t, ast.Name) and t.id in banned]
+        assert not found, found
+        assert len(list(package.rglob("*.py"))) > 20  # the walk did see the package
