@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ._validate import (check_floating, check_index_range, check_index_vector, check_lengths,
-                        check_tensor, shape_str)
+                        check_size, check_tensor, shape_str)
 from .bert import BERTModel
 from .data.bert_pretraining import get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
@@ -90,9 +90,8 @@ def _check_vocab(vocab, tokens: Sequence[str], recipe: str) -> None:
 
 
 def _check_max_len(max_len) -> None:
-    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int)
-                                or max_len < 1):
-        raise ValueError(f"max_len must be None or a positive integer, got {max_len!r}")
+    if max_len is not None:  # None: no limit
+        check_size("max_len", max_len)
 
 
 def _check_fits(sequences: list[list], max_len: int | None, layout: str) -> None:
@@ -134,8 +133,7 @@ def make_loader(tensors: Sequence[Tensor], batch_size: int = 32, shuffle: bool =
             raise ValueError(f"tensors must share their first dimension B: tensors[0] has "
                              f"shape {shape_str(tensors[0])}, tensors[{i}] has shape "
                              f"{shape_str(t)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_size("batch_size", batch_size)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, **kwargs)
@@ -248,8 +246,7 @@ class GPTClassifier(nn.Module):
         super().__init__()
         if not isinstance(gpt, GPT):
             raise TypeError(f"gpt must be a qkvcourse GPT, got {type(gpt).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_size("num_classes", num_classes)
         self.gpt = gpt
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
@@ -389,8 +386,7 @@ class BERTClassifier(nn.Module):
     def __init__(self, bert: BERTModel, num_classes: int, dropout: float = 0.1):
         super().__init__()
         _check_bert(bert)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_size("num_classes", num_classes)
         self.bert = bert
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
@@ -593,9 +589,7 @@ def best_spans(start_logits: Tensor, end_logits: Tensor, max_answer_len: int = 3
         ``(start (B,), end (B,))``, long.
     """
     _check_span_logits(start_logits, end_logits)
-    if isinstance(max_answer_len, bool) or not isinstance(max_answer_len, int) \
-            or max_answer_len < 1:
-        raise ValueError(f"max_answer_len must be a positive integer, got {max_answer_len!r}")
+    check_size("max_answer_len", max_answer_len)
     B, T = start_logits.shape
     if T == 0:
         raise ValueError(f"start_logits must hold at least one position, got shape "

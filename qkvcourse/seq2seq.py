@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._validate import (check_dropout, check_floating, check_index_range, check_index_vector,
-                        check_lengths, check_sizes, check_tensor, check_tokens, shape_str,
-                        value_checks_enabled)
+                        check_lengths, check_size, check_sizes, check_tensor, check_tokens,
+                        shape_str, value_checks_enabled)
 from ._validate import check_tokens as _check_token_ids  # the name the book's listings show
 from .attention import AdditiveAttention
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
@@ -394,8 +394,8 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
     from .schedules import warmup_cosine_schedule
     from .trainer import Trainer, TrainerConfig
 
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps is not None:
+        check_size("steps", steps)
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
     if loss_fn is None:
