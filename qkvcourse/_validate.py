@@ -4,6 +4,12 @@ Each check raises an error that names the argument and the shape (or dtype, or
 value) it received, so that a learner who passes a tensor of the wrong rank
 finds out *which* tensor, and *what* it looked like, instead of reading a
 broadcasting error from deep inside ``torch.bmm``.
+
+This is the package's one module of argument checks: the models, losses, metrics, searches
+and data builders call these helpers instead of writing their own (model-specific checks,
+such as a decoder's state, stay with the model and are built from them). Every check that
+reads values goes through :func:`value_range`, so none of them copies a tensor from an
+accelerator to the host.
 """
 from __future__ import annotations
 
@@ -206,7 +212,7 @@ def check_mask(name: str, mask: Tensor, target_shape: Sequence[int], *,
 def check_integer(name: str, x: Tensor, what: str = "ids, positions or lengths") -> None:
     """Require an integer dtype (no float, complex or bool); ``what`` says what ``x`` holds."""
     if x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
-        raise TypeError(f"{name} must hold integers ({what}), an integer dtype, got dtype "
+        raise TypeError(f"{name} must hold integers ({what}) of an integer dtype, got dtype "
                         f"{x.dtype} with shape {shape_str(x)}")
 
 
