@@ -60,8 +60,10 @@ from ._validate import (check_dim_match, check_floating, check_hidden, check_ind
                         check_integer, check_lengths, check_max_len, check_size, check_tensor,
                         check_tokens, shape_str)
 # Re-exported: the grader's rules and the exercise sheets name qkvcourse.bert.mask_tokens and
-# qkvcourse.bert.get_tokens_and_segments; both live with the pretraining data.
-from .data.bert_pretraining import get_tokens_and_segments, mask_tokens  # noqa: F401
+# qkvcourse.bert.get_tokens_and_segments, and chapter 10 reads the next-sentence labels
+# IS_NEXT / NOT_NEXT (NextSentencePred's classes) from here; all live with the pretraining data.
+from .data.bert_pretraining import (IS_NEXT, NOT_NEXT, get_tokens_and_segments,  # noqa: F401
+                                    mask_tokens)
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
 from .transformer import StackNeedWeights, TransformerEncoderBlock, make_activation
