@@ -37,8 +37,8 @@ from .bert import BERTConfig, BERTModel, init_bert_weights, make_bert
 from .finetune import (BERTClassifier, BERTSpanExtractor, _model_device,
                        bert_classification_loss, bert_span_loss, evaluate_classifier,
                        evaluate_spans, make_loader)
-from .losses import bert_pretraining_loss
 from .callbacks import EvaluateEvery
+from .losses import bert_pretraining_loss
 from .schedules import warmup_cosine_schedule
 from .trainer import Trainer, TrainerConfig
 from .utils import seed_everything
