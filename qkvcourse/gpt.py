@@ -47,8 +47,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_floating, check_kv_cache, check_max_len,
-                        check_tensor, check_tokens, shape_str)
+from ._validate import (check_dim_match, check_dropout, check_floating, check_kv_cache,
+                        check_max_len, check_size, check_sizes, check_tensor, check_tokens,
+                        shape_str)
 from .decoding import _EvalMode
 # (qkvcourse.gpt.lm_loss is also the path that the grader's rules and exercise sheets name)
 from .losses import lm_loss
@@ -88,21 +89,15 @@ class GPTConfig:
     activation: str = "gelu_tanh"  # the FFN's nonlinearity: GELU, tanh approximation (GPT-2)
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "num_layers", "num_heads", "d_model"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_sizes(vocab_size=self.vocab_size, max_len=self.max_len,
+                    num_layers=self.num_layers, num_heads=self.num_heads, d_model=self.d_model)
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads must divide d_model, got d_model={self.d_model}, "
                              f"num_heads={self.num_heads}")
         if self.ffn_num_hiddens is None:
             self.ffn_num_hiddens = 4 * self.d_model  # GPT, section 4.1: 3072 = 4 * 768
-        elif (isinstance(self.ffn_num_hiddens, bool) or not isinstance(self.ffn_num_hiddens, int)
-              or self.ffn_num_hiddens < 1):
-            raise ValueError(f"ffn_num_hiddens must be None or a positive integer, "
-                             f"got {self.ffn_num_hiddens!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        check_size("ffn_num_hiddens", self.ffn_num_hiddens)
+        check_dropout("dropout", self.dropout)
         if not self.layer_norm_eps > 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         if self.activation not in ACTIVATIONS:
@@ -147,8 +142,7 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
         ``(..., V)``, a new tensor.
     """
     _check_logits(logits)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    check_size("top_k", k)
     if k >= logits.shape[-1]:
         return logits.clone()
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest
@@ -422,17 +416,13 @@ class GPT(nn.Module):
             ``(B, T + n)`` the prompts followed by the n generated tokens.
         """
         check_tokens("idx", idx, self.config.vocab_size)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative integer, "
-                             f"got {max_new_tokens!r}")
+        check_size("max_new_tokens", max_new_tokens, minimum=0)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not (temperature >= 0 and math.isfinite(temperature)):
             raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), "
                              f"got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or top_k < 1):
-            raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+        if top_k is not None:
+            check_size("top_k", top_k)
         if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
                                   or not 0.0 < top_p <= 1.0):
             raise ValueError(f"top_p must be None or lie in (0, 1], got {top_p!r}")
