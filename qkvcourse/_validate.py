@@ -13,6 +13,7 @@ accelerator to the host.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -79,8 +80,6 @@ def check_tensor(name: str, x, *, ndim: int | Sequence[int] | None = None) -> No
 def check_size(name: str, value, *, minimum: int | None = 1) -> None:
     """Require a Python int (not a bool) ``>= minimum`` (any int when ``minimum`` is None):
     sizes, counts, offsets."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
             (minimum is not None and value < minimum):
         bound = "an integer" if minimum is None else f"an integer >= {minimum}"

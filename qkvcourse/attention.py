@@ -29,9 +29,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import (check_dim_match, check_floating, check_mask, check_same_device,
-                        check_same_dtype, check_tensor, check_valid_lens, shape_str)
-from .masking import causal_mask, lens_mask, masked_softmax, valid_lens_to_mask
+from ._validate import (check_dim_match, check_dropout, check_floating, check_mask,
+                        check_same_device, check_same_dtype, check_tensor, check_valid_lens,
+                        shape_str)
+from .masking import causal_mask, lens_mask, masked_softmax
 
 _BACKENDS = ("auto", "explicit", "fused")
 _backend = "auto"
@@ -177,11 +178,8 @@ def _check_sdpa_args(query, key, value, attn_mask, dropout_p, scale) -> None:
     L, S = query.size(-2), key.size(-2)
     if attn_mask is not None:
         check_mask("attn_mask", attn_mask, (*query.shape[:-2], L, S))
-        if attn_mask.is_floating_point() and attn_mask.dtype != query.dtype:
-            raise TypeError(f"a floating attn_mask must have the query's dtype {query.dtype}, "
-                            f"got {attn_mask.dtype} with shape {shape_str(attn_mask)}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must lie in [0, 1), got {dropout_p}")
+        _check_mask_dtype(attn_mask, query.dtype, "the query's")
+    check_dropout("dropout_p", dropout_p)
     if scale is not None and not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
 
@@ -251,15 +249,26 @@ def check_attention_inputs(queries: Tensor, keys: Tensor, values: Tensor,
     if queries.dim() not in (3, 4):
         raise ValueError(f"queries must be 3-D (B, L, E) or 4-D (B, H, L, E), "
                          f"got shape {shape_str(queries)}")
-    B, L, S = queries.shape[0], queries.shape[-2], keys.shape[-2]
+    L, S = queries.shape[-2], keys.shape[-2]
+    check_lens_and_mask(queries, S, valid_lens, attn_mask, (*queries.shape[:-2], L, S))
+
+
+def check_lens_and_mask(queries: Tensor, num_keys: int, valid_lens: Tensor | None,
+                        attn_mask: Tensor | None, mask_shape: tuple[int, ...]) -> None:
+    """``valid_lens`` ``(B,)`` or ``(B, L)`` within ``[0, num_keys]``, and an ``attn_mask``
+    broadcastable to ``mask_shape`` (of the queries' dtype when floating)."""
     if valid_lens is not None:
-        check_valid_lens(valid_lens, B, L, S, scores_name="queries")
+        check_valid_lens(valid_lens, queries.shape[0], queries.shape[-2], num_keys,
+                         scores_name="queries")
     if attn_mask is not None:
-        check_mask("attn_mask", attn_mask, (*queries.shape[:-2], L, S))
-        if attn_mask.is_floating_point() and attn_mask.dtype != queries.dtype:
-            raise TypeError(f"a floating attn_mask must have the queries' dtype "
-                            f"{queries.dtype}, got {attn_mask.dtype} with shape "
-                            f"{shape_str(attn_mask)}")
+        check_mask("attn_mask", attn_mask, mask_shape)
+        _check_mask_dtype(attn_mask, queries.dtype, "the queries'")
+
+
+def _check_mask_dtype(attn_mask: Tensor, dtype: torch.dtype, whose: str) -> None:
+    if attn_mask.is_floating_point() and attn_mask.dtype != dtype:
+        raise TypeError(f"a floating attn_mask must have {whose} dtype {dtype}, got "
+                        f"{attn_mask.dtype} with shape {shape_str(attn_mask)}")
 
 
 class DotProductAttention(nn.Module):

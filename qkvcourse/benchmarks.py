@@ -343,6 +343,8 @@ def main(argv=None) -> None:
                         help="path to nanoGPT's model.py (outside this repository) for --only nanogpt")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (nanogpt)")
     args = parser.parse_args(argv)
+    if args.only == "nanogpt" and not args.nanogpt:
+        parser.error("--only nanogpt needs --nanogpt PATH/TO/model.py")
 
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
@@ -362,9 +364,7 @@ def main(argv=None) -> None:
             run_gpt(args, device, name)
         if args.only in (None, "generate"):
             run_generate(args, device, name)
-        if args.only == "nanogpt" or (args.only is None and args.nanogpt):
-            if not args.nanogpt:
-                parser.error("--only nanogpt needs --nanogpt PATH/TO/model.py")
+        if args.nanogpt and args.only in (None, "nanogpt"):
             run_nanogpt(args, device, name)
 
 

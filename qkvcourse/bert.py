@@ -57,8 +57,8 @@ from torch import Tensor, nn
 
 from ._aliases import field_aliases
 from ._validate import (check_dim_match, check_floating, check_hidden, check_index_range,
-                        check_integer, check_lengths, check_max_len, check_size, check_tensor,
-                        check_tokens, shape_str)
+                        check_integer, check_lengths, check_max_len, check_sizes,
+                        check_tensor, check_tokens, shape_str)
 # Re-exported: the grader's rules and the exercise sheets name qkvcourse.bert.mask_tokens and
 # qkvcourse.bert.get_tokens_and_segments, and chapter 10 reads the next-sentence labels
 # IS_NEXT / NOT_NEXT (NextSentencePred's classes) from here; all live with the pretraining data.
@@ -133,10 +133,9 @@ class BERTEncoder(nn.Module):
                  activation: str = "gelu", layer_norm_eps: float = 1e-12,
                  embedding_norm: bool = True):
         super().__init__()
-        for name, size in dict(vocab_size=vocab_size, num_hiddens=num_hiddens,
-                               ffn_num_hiddens=ffn_num_hiddens, num_heads=num_heads,
-                               num_blks=num_blks, max_len=max_len, num_segments=num_segments).items():
-            check_size(name, size)
+        check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
+                    num_heads=num_heads, num_blks=num_blks, max_len=max_len,
+                    num_segments=num_segments)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_segments = num_segments
         self.token_embedding = nn.Embedding(vocab_size, num_hiddens)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import Tensor
 
+from ._validate import check_size
+
 if TYPE_CHECKING:  # only for the annotations: the trainer imports this module
     from .trainer import Trainer
 
@@ -69,13 +71,12 @@ class PrintMetrics(Callback):
     """
 
     def __init__(self, every: int = 1):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        check_size("every", every)
         self.every = every
 
     def on_epoch_end(self, trainer, epoch, metrics):
-        last = epoch == trainer.config.max_epochs or trainer.should_stop or (
-            trainer.config.max_steps is not None and trainer.step >= trainer.config.max_steps)
+        last = (epoch == trainer.config.max_epochs or trainer.should_stop
+                or trainer._out_of_steps())
         if epoch % self.every and not last:
             return
         width = len(str(trainer.config.max_epochs))
@@ -102,8 +103,7 @@ class EvaluateEvery(Callback):
     def __init__(self, metric: Callable[["Trainer"], float], every: int):
         if not callable(metric):
             raise TypeError(f"metric must be callable, got {type(metric).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        check_size("every", every)
         self.metric, self.every = metric, every
         self.steps: list[int] = []
         self.values: list[float] = []
@@ -217,8 +217,7 @@ class EarlyStopping(Callback):
                  mode: str = "min"):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        check_size("patience", patience)
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
         self.best: float | None = None
         self.bad_epochs = 0
@@ -248,8 +247,7 @@ class Checkpoint(Callback):
     """
 
     def __init__(self, path: str | os.PathLike, every: int = 1):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        check_size("every", every)
         self.path, self.every = os.fspath(path), every
         self.saved: list[str] = []
 

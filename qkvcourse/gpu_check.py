@@ -45,7 +45,7 @@ def _run(title: str, command: list[str], limit: int) -> tuple[list[str], bool]:
         output, passed = done.stdout + done.stderr, done.returncode == 0
         status = "passed" if passed else f"FAILED (exit status {done.returncode})"
     except subprocess.TimeoutExpired as err:
-        output = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        output = (err.stdout or b"").decode(errors="replace")  # bytes, whatever text= says
         passed, status = False, f"STOPPED after its {limit} s limit"
     seconds = time.perf_counter() - start
     tail = output.strip().splitlines()[-60:]

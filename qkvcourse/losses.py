@@ -142,16 +142,13 @@ def bert_pretraining_loss(mlm_Y_hat: Tensor, nsp_Y_hat: Tensor, mlm_weights: Ten
     check_token_ids("mlm_labels", mlm_labels)
     check_token_ids("nsp_labels", nsp_labels)
     V = mlm_Y_hat.shape[-1]
-    for name, t, upper in (("mlm_labels", mlm_labels, V), ("nsp_labels", nsp_labels, 2)):
-        bounds = value_range(t)
-        if bounds is not None and (bounds[0] < 0 or bounds[1] >= upper):
-            raise ValueError(f"{name} must lie in [0, {upper}), got values from {bounds[0]} to "
-                             f"{bounds[1]}")
-    if value_checks_enabled(mlm_weights) and mlm_weights.numel() and \
-            bool((mlm_weights < 0).any()):
+    check_index_range("mlm_labels", mlm_labels, V,
+                      f"the vocabulary of mlm_Y_hat, shape {shape_str(mlm_Y_hat)}")
+    check_index_range("nsp_labels", nsp_labels, 2, "IS_NEXT or NOT_NEXT")
+    bounds = value_range(mlm_weights)
+    if bounds is not None and bounds[0] < 0:
         raise ValueError(f"mlm_weights must be >= 0 (1 for a prediction, 0 for padding), got a "
-                         f"minimum of {mlm_weights.min().item()} in shape "
-                         f"{shape_str(mlm_weights)}")
+                         f"minimum of {bounds[0]} in shape {shape_str(mlm_weights)}")
     per_token = F.cross_entropy(mlm_Y_hat.reshape(-1, V).float(), mlm_labels.reshape(-1).long(),
                                 reduction="none")  # (B*P,)
     weights = mlm_weights.reshape(-1).to(per_token.dtype)  # (B*P,)

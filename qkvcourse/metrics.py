@@ -31,11 +31,10 @@ import math
 from collections import Counter
 from typing import Hashable, Sequence
 
-import torch
 from torch import Tensor
 
-from ._validate import (check_index_range, check_index_vector, check_size, check_tensor,
-                        shape_str, value_checks_enabled)
+from ._validate import (check_floating, check_index_range, check_index_vector, check_size,
+                        check_tensor, shape_str, value_range)
 
 __all__ = [
     "bleu", "classification_accuracy", "corpus_bleu", "exact_match",
@@ -209,12 +208,11 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: in
                          f"{tuple(confidence.shape)} and {tuple(correct.shape)}")
     if confidence.numel() == 0:
         raise ValueError("need at least one prediction")
-    if not confidence.is_floating_point():
-        raise TypeError(f"confidence must hold probabilities (a floating dtype), got dtype "
-                        f"{confidence.dtype} with shape {shape_str(confidence)}")
+    check_floating("confidence", confidence)  # probabilities
     check_size("num_bins", num_bins)
-    if value_checks_enabled(confidence):
-        lo, hi = torch.stack(torch.aminmax(confidence)).tolist()
+    bounds = value_range(confidence)
+    if bounds is not None:
+        lo, hi = bounds
         # probabilities computed in float32 may overshoot 1 by a rounding error; a NaN fails
         if not 0.0 <= lo <= hi <= 1.0 + 1e-6:
             raise ValueError(f"confidence must lie in [0, 1], got values from {lo} to {hi}")

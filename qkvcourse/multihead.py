@@ -18,9 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import (check_dim_match, check_floating, check_mask, check_size, check_tensor,
-                        check_valid_lens, shape_str)
-from .attention import DotProductAttention
+from ._validate import check_dim_match, check_floating, check_size, check_tensor, shape_str
+from .attention import DotProductAttention, check_lens_and_mask
 
 
 def _check_heads(X: Tensor, num_heads: int, name: str = "X") -> None:
@@ -266,14 +265,7 @@ class MultiHeadAttention(nn.Module):
         check_dim_match("keys", keys, 0, "values", values, 0, "batch sizes")
         check_dim_match("keys", keys, 1, "values", values, 1, "numbers of key-value pairs")
         B, L, S = queries.shape[0], queries.shape[1], keys.shape[1]
-        if valid_lens is not None:
-            check_valid_lens(valid_lens, B, L, S, scores_name="queries")
-        if attn_mask is not None:
-            check_mask("attn_mask", attn_mask, (B, self.num_heads, L, S))
-            if attn_mask.is_floating_point() and attn_mask.dtype != queries.dtype:
-                raise TypeError(f"a floating attn_mask must have the queries' dtype "
-                                f"{queries.dtype}, got {attn_mask.dtype} with shape "
-                                f"{shape_str(attn_mask)}")
+        check_lens_and_mask(queries, S, valid_lens, attn_mask, (B, self.num_heads, L, S))
 
     def project(self, queries: Tensor, keys: Tensor, values: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:

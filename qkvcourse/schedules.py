@@ -15,6 +15,8 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from ._validate import check_size
+
 
 def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
                          warmup_steps: int = 4000) -> LambdaLR:
@@ -76,8 +78,7 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
     Returns:
         A ``LambdaLR``, to be stepped once per optimiser step.
     """
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    check_size("warmup_steps", warmup_steps, minimum=0)
     if not isinstance(total_steps, int) or total_steps <= warmup_steps:
         raise ValueError(f"total_steps must be an integer > warmup_steps ({warmup_steps}), "
                          f"got {total_steps!r}")

@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._validate import (check_dropout, check_floating, check_index_range, check_index_vector,
                         check_lengths, check_size, check_sizes, check_tensor, check_tokens,
-                        shape_str, value_checks_enabled)
+                        shape_str)
 from ._validate import check_tokens as _check_token_ids  # the name the book's listings show
 from .attention import AdditiveAttention
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
@@ -100,13 +100,14 @@ class Seq2SeqEncoder(Encoder):
         if src_valid_lens is None:
             return self.rnn(X)  # (B, S, N), (L, B, N)
         check_lengths("src_valid_lens", src_valid_lens, "src", src)
-        if value_checks_enabled(src_valid_lens):  # lengths readable for free (on the CPU)
-            outputs, state = self._packed(X, src_valid_lens)
+        if src_valid_lens.device.type == "cpu" and not torch.compiler.is_compiling():
+            outputs, state = self._packed(X, src_valid_lens)  # lengths readable for free
         else:  # packing would copy the lengths to the host and wait for the device
             outputs, state = self._stepped(X, src_valid_lens.to(src.device))
-        valid = torch.arange(S, device=src.device) < src_valid_lens.to(src.device)[:, None]
+        lens = src_valid_lens.to(src.device)  # (B,)
+        valid = torch.arange(S, device=src.device) < lens[:, None]  # (B, S)
         outputs = outputs * valid[..., None].to(outputs.dtype)  # (B, S, N)
-        state = state * (src_valid_lens.to(src.device) > 0)[None, :, None].to(state.dtype)
+        state = state * (lens > 0)[None, :, None].to(state.dtype)  # empty rows: zero state
         return outputs, state
 
     def _packed(self, X: Tensor, src_valid_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -396,8 +397,7 @@ def train_seq2seq(model: EncoderDecoder, data, num_epochs: int = 1, max_steps: i
 
     if steps is not None:
         check_size("steps", steps)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+    check_dropout("label_smoothing", label_smoothing)
     if loss_fn is None:
         pad_id = data.tgt_vocab.pad_id
 

@@ -533,6 +533,9 @@ class Trainer:
         for batch in self.train_loader:
             batch = move_to_device(batch, self.device)
             size = batch_size_of(batch)
+            if size == 0:
+                raise ValueError(f"train_loader yielded an empty batch (no examples) at step "
+                                 f"{self.step + 1}")
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
             loss = self._optimiser_step(batch)
             self.step += 1
@@ -586,9 +589,6 @@ class Trainer:
         A non-finite loss stops training at once, before it reaches the optimiser, where
         reading it is free (a CPU loss, or inside ``qc.value_checks()``); on an accelerator
         the logged window mean catches it without a synchronisation per step."""
-        if batch_size_of(batch) == 0:
-            raise ValueError(f"train_loader yielded an empty batch (no examples) at step "
-                             f"{self.step + 1}")
         with self._autocast():
             loss = self._loss(batch)
         if value_checks_enabled(loss) and not math.isfinite(value := float(loss.detach())):

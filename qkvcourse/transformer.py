@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_hidden, check_index_range, check_index_vector,
+from ._validate import (check_dim_match, check_dropout, check_hidden, check_index_range, check_index_vector,
                         check_kv_cache, check_lengths, check_max_len, check_sizes, check_tensor,
                         check_tokens, shape_str)
 from .attention import use_fused_path
@@ -630,8 +630,7 @@ class TransformerConfig:
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
                              f"{self.d_model}, num_heads={self.num_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        check_dropout("dropout", self.dropout)
 
     @classmethod
     def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int) -> "TransformerConfig":

@@ -100,6 +100,7 @@ from itertools import combinations
 from typing import Sequence
 
 from .._validate import check_int_pair, check_sizes
+from .bert_pretraining import BERT_RESERVED_TOKENS, CLS, MASK, SEP  # noqa: F401 (re-exported)
 from .vocab import Vocab
 
 __all__ = [
@@ -108,10 +109,9 @@ __all__ = [
     "make_span_task", "task_vocab",
 ]
 
-# Spelled here, not imported from qkvcourse.bert: the data package is imported by bert.py.
-CLS, SEP, MASK = "<cls>", "<sep>", "<mask>"
 START, DELIM, EXTRACT = "<start>", "<delim>", "<extract>"
-FINETUNE_RESERVED_TOKENS = (CLS, SEP, MASK, START, DELIM, EXTRACT)  # ids 4..9 of a task vocab
+# ids 4..9 of a task vocab: BERT's [CLS], [SEP], [MASK] (the ids bert_vocab gives them), then GPT's
+FINETUNE_RESERVED_TOKENS = (*BERT_RESERVED_TOKENS, START, DELIM, EXTRACT)
 
 ENTAILED, CONTRADICTED, UNRELATED = 0, 1, 2
 CLASSIFICATION_LABELS = ("entailed", "contradicted", "unrelated")

@@ -249,7 +249,7 @@ class _Session:
 
 # --- grading one submission --------------------------------------------------------------------
 
-def _tests_for(question, sheet_q, result) -> list[dict]:
+def _tests_for(sheet_q, result) -> list[dict]:
     """Two Gradescope tests per question: the public cases (visible) and the hidden ones
     (shown after the grades are published, without their inputs)."""
     outcomes = result.outcomes
@@ -270,9 +270,9 @@ def _tests_for(question, sheet_q, result) -> list[dict]:
         else:
             output = (f"{passed} of {len(items)} {part} passed.\nFirst failing case: {first.label}\n"
                       f"{first.message}")
-        tests.append({"name": f"{sheet_q.otter_name}: {question.title} ({part})", "score": score,
+        tests.append({"name": f"{sheet_q.otter_name}: {result.title} ({part})", "score": score,
                       "max_score": max_score, "output": output, "visibility": visibility,
-                      "extra_data": {"qid": question.qid, "part": part, "passed": passed,
+                      "extra_data": {"qid": result.qid, "part": part, "passed": passed,
                                      "total": len(items),
                                      "mistakes": sorted({o.mistake for o in items if o.mistake})}})
     return tests
@@ -298,7 +298,6 @@ def grade_submission(notebook: str | Path, sheet: Sheet, seed: int, sandbox: San
     tests = []
     try:
         for index, sheet_q in enumerate(sheet.questions):
-            question = get_question(sheet_q.qid)
             borrowed: list[str] = []
 
             def call(case, expected, index=index, borrowed=borrowed):
@@ -316,7 +315,7 @@ def grade_submission(notebook: str | Path, sheet: Sheet, seed: int, sandbox: San
             result = run_question(sheet_q.qid, call, seed)
             if borrowed:  # a broken rule costs every case of the question
                 result.outcomes = [Outcome(o.label, False, borrowed[0]) for o in result.outcomes]
-            tests.extend(_tests_for(question, sheet_q, result))
+            tests.extend(_tests_for(sheet_q, result))
     finally:
         session.close()
     score = round(sum(t["score"] for t in tests), 4)
