@@ -91,7 +91,8 @@ grade: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m qkvcourse.benchmarks
 
-# Every GPU check (CUDA tests, sync-debug mode, the GPU benchmarks) in one run: _build/gpu-check.md
+# Every GPU check (CUDA tests, sync-debug mode, each chapter at its GPU size, the GPU benchmarks)
+# in one run of under eight minutes: _build/gpu-check.md
 NANOGPT ?=
 gpu-check: $(STAMP)
 	$(BIN)/python -m qkvcourse.gpu_check --report _build/gpu-check.md $(if $(NANOGPT),--nanogpt $(NANOGPT))

@@ -30,3 +30,36 @@ def test_a_step_reports_its_status_and_output():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_device_lines_name_the_card():
     assert "compute capability" in gpu_check._device_lines()[0]
+
+
+def _notebook(path, *sources):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# stand-in chapter")]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_chapters_run_side_by_side_and_report_each(tmp_path):
+    """Stand-in chapters for the GPU-size step: one passes, one raises, one outlives the limit
+    (it is stopped, kernel and all, and reported with the cells it finished)."""
+    import time
+
+    chapters = [_notebook(tmp_path / "01_fine.ipynb", "x = 2 + 2", "print(x)"),
+                _notebook(tmp_path / "02_broken.ipynb", "y = 1", "raise KeyError('no such key')"),
+                _notebook(tmp_path / "03_slow.ipynb", "z = 3", "import time; time.sleep(600)")]
+    start = time.perf_counter()
+    runs = gpu_check._start_chapters(chapters, tmp_path / "out")
+    lines, ok = gpu_check._finish_chapters(runs, start + 25)
+    assert time.perf_counter() - start < 45, "the slow chapter was not stopped at its deadline"
+    assert not ok and lines[0] == "## Chapters at their GPU size: NOT all passed"
+    rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| 0")}
+    assert " passed " in rows["01_fine"] and "peak GPU memory" not in rows["01_fine"]
+    assert "0.00 GiB" in rows["01_fine"]
+    assert "FAILED" in rows["02_broken"] and "KeyError" in rows["02_broken"]
+    assert "STOPPED at the limit, 1 of 3 code cells done" in rows["03_slow"]
+    assert (tmp_path / "out" / "01_fine.ipynb").exists()  # the executed copy is kept
+    for run in runs:  # nothing left running
+        assert run["process"].poll() is not None
