@@ -202,9 +202,9 @@ def main(argv=None) -> int:
     lines += section
     ok = ok and passed
     report.write_text("\n".join(lines) + "\n")
-    section, passed = _run("Benchmarks on CUDA",
-                           [python, "-m", "qkvcourse.benchmarks", "--device", "cuda",
-                            "--rounds", "9"] + (["--nanogpt", args.nanogpt] if args.nanogpt else []),
+    nanogpt = ["--nanogpt", args.nanogpt] if args.nanogpt else []
+    section, passed = _run("Benchmarks on CUDA", [python, "-m", "qkvcourse.benchmarks",
+                                                  "--device", "cuda", "--rounds", "9", *nanogpt],
                            STEP_LIMITS["benchmarks"])
     lines += section
     ok = ok and passed
