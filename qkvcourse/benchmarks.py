@@ -224,8 +224,9 @@ def load_nanogpt(path: str):
 
 def bench_nanogpt(nano, device: torch.device, layers: int, heads: int, width: int, context: int,
                   batch: int, rounds: int, inner: int, compile_model: bool = False,
-                  vocab: int = 65) -> dict:
-    """Training and inference tokens/s of qc.GPT and nanoGPT at one config, interleaved."""
+                  vocab: int = 65, profile: bool = False) -> dict:
+    """Training and inference tokens/s of qc.GPT and nanoGPT at one config, interleaved; with
+    ``profile`` (eager, CPU) also :func:`profile_shares` of each model's training step."""
     import contextlib
     import io
 
@@ -274,7 +275,55 @@ def bench_nanogpt(nano, device: torch.device, layers: int, heads: int, width: in
                                  device, rounds, inner)
         tokens = batch * context
         runs[kind] = dict(ours=tokens / t["ours"], ref=tokens / t["nano"])
+    if profile and device.type == "cpu" and not compile_model:
+        # FLOPs of one step's matrix products: forward, and backward twice over (inputs and
+        # weights), of every linear layer and the output layer
+        flops = 6 * batch * context * (12 * layers * width ** 2 + width * vocab)
+        runs["profile"] = {}
+        for who, model, is_ours in (("ours", ours, True), ("ref", theirs, False)):
+            shares = profile_shares(train_step(model, is_ours))
+            seconds = shares["matrix products"] * shares["ms per step"] / 1000
+            runs["profile"][who] = dict(shares, gflops=flops / seconds / 1e9)
     return runs
+
+
+def gemm_rate(device: torch.device, n: int = 1024, rounds: int = 20) -> float:
+    """GFLOP/s of one n×n by n×n float32 matrix product on ``device`` (median of rounds)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = []
+    for _ in range(rounds + 3):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times[3:]) / 1e9
+
+
+_PROFILE_GROUPS = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+                   "attention kernel": ("scaled_dot_product",),
+                   "GELU": ("aten::gelu",), "LayerNorm": ("layer_norm",)}
+
+
+def profile_shares(step, steps: int = 10) -> dict[str, float]:
+    """Where a step's CPU time goes: each group's share of the operators' self time (the
+    groups above; everything else, the optimiser's element-wise updates included, is "other")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    shares = dict.fromkeys([*_PROFILE_GROUPS, "other"], 0.0)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    for e in events:
+        group = next((g for g, keys in _PROFILE_GROUPS.items()
+                      if any(k in e.key for k in keys)), "other")
+        shares[group] += e.self_cpu_time_total / total
+    shares["ms per step"] = total / steps / 1000
+    return shares
 
 
 def bench_generate(device: torch.device, layers: int, heads: int, width: int, context: int,
@@ -317,15 +366,29 @@ def run_nanogpt(args, device, name) -> None:
           f"AdamW; inference = logits of the last position")
     print(f"{'model':<40}{'mode':<10}{'':<9}{'qkvcourse tok/s':>16}{'nanoGPT tok/s':>15}"
           f"{'ratio':>8}")
+    profiles = {}
     for label, (layers, heads, width, context, batch) in sizes.items():
         medium = width > 128
         for compiled in ([False, True] if args.compile else [False]):
             r = bench_nanogpt(nano, device, layers, heads, width, context, batch,
                               rounds=max(3, args.rounds // (3 if medium else 1)),
-                              inner=1 if medium else args.inner, compile_model=compiled)
+                              inner=1 if medium else args.inner, compile_model=compiled,
+                              profile=True)
+            profiles[label] = r.pop("profile", None)
             for kind, v in r.items():
                 print(f"{label:<40}{kind:<10}{'compile' if compiled else 'eager':<9}"
                       f"{v['ours']:>16.0f}{v['ref']:>15.0f}{v['ours'] / v['ref']:>8.3f}")
+    if any(profiles.values()):
+        print("\nWhere one eager training step's CPU time goes (operators' self time; "
+              "'other' includes AdamW's updates), and the GFLOP/s of its matrix products")
+        groups = [*_PROFILE_GROUPS, "other"]
+        print(f"{'model':<40}{'':<11}" + "".join(f"{g:>18}" for g in groups)
+              + f"{'ms/step':>9}{'GFLOP/s':>9}")
+        for label, prof in profiles.items():
+            for who, shares in (("qkvcourse", prof["ours"]), ("nanoGPT", prof["ref"])):
+                print(f"{label:<40}{who:<11}" + "".join(f"{shares[g]:>18.1%}" for g in groups)
+                      + f"{shares['ms per step']:>9.1f}{shares['gflops']:>9.0f}")
+        print(f"one 1024x1024 by 1024x1024 float32 product alone: {gemm_rate(device):.0f} GFLOP/s")
 
 
 def main(argv=None) -> None:
