@@ -143,6 +143,10 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     """
     _check_logits(logits)
     check_size("top_k", k)
+    return _top_k(logits, k)
+
+
+def _top_k(logits: Tensor, k: int) -> Tensor:
     if k >= logits.shape[-1]:
         return logits.clone()
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest
@@ -166,8 +170,16 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
         ``(..., V)``, a new tensor.
     """
     _check_logits(logits)
+    _check_top_p(p)
+    return _top_p(logits, p)
+
+
+def _check_top_p(p) -> None:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must lie in (0, 1], got {p!r}")
+
+
+def _top_p(logits: Tensor, p: float) -> Tensor:
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V) each
     # (..., V) probabilities, in float32 at least (logits may be bf16 under autocast)
     probs = F.softmax(sorted_logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
@@ -317,6 +329,11 @@ class GPT(nn.Module):
         check_tokens("idx", idx, self.config.vocab_size)
         P = self._check_past(past, idx)
         check_max_len("idx", idx, P, self.config.max_len)
+        return self._stack(idx, P, past, last_only)
+
+    def _stack(self, idx: Tensor, P: int, past, last_only: bool = False
+               ) -> tuple[Tensor, GPTCache]:
+        """:meth:`_run` without its checks (``generate`` checks the prompt once)."""
         # The new tokens sit at positions P..P+T-1, so they take those position vectors
         X = self.pos_embedding(self.token_embedding(idx), offset=P)  # (B, T, N)
         present = []
@@ -423,9 +440,8 @@ class GPT(nn.Module):
                              f"got {temperature!r}")
         if top_k is not None:
             check_size("top_k", top_k)
-        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
-                                  or not 0.0 < top_p <= 1.0):
-            raise ValueError(f"top_p must be None or lie in (0, 1], got {top_p!r}")
+        if top_p is not None:
+            _check_top_p(top_p)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, "
                             f"got {type(generator).__name__}")
@@ -440,20 +456,21 @@ class GPT(nn.Module):
         with _EvalMode(self):
             past = None
             for _ in range(max_new_tokens):
+                # the prompt was checked above, and every new token is a valid id: run bare
                 cached = 0 if past is None else past[0][0].shape[2]
                 if use_cache and past is not None and cached < max_len:
-                    X, past = self._run(out[:, -1:], past)  # (B, 1, N): only the new token
+                    X, past = self._stack(out[:, -1:], cached, past)  # (B, 1, N): the new token
                 else:
-                    X, past = self._run(out[:, -max_len:])  # (B, min(T', max_len), N)
+                    X, past = self._stack(out[:, -max_len:], 0, None)  # (B, min(T', max_len), N)
                 logits = self.lm_head(X[:, -1]).float()  # (B, V)
                 if greedy:
                     next_id = logits.argmax(dim=-1)  # (B,)
                 else:
                     logits = logits / temperature
                     if top_k is not None:
-                        logits = top_k_filter(logits, top_k)
+                        logits = _top_k(logits, top_k)
                     if top_p is not None:
-                        logits = top_p_filter(logits, top_p)
+                        logits = _top_p(logits, top_p)
                     probs = F.softmax(logits, dim=-1)  # (B, V)
                     next_id = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (B,)
                 if eos_id is not None:
