@@ -108,41 +108,46 @@ class _Projection(nn.Module):
 _QKV = ("W_q", "W_k", "W_v")
 
 
-def gradients_in_d2l_order(model: nn.Module) -> list[Tensor]:
-    """The gradients of ``model``'s parameters, in the order of ``parameters()``, except that the
-    stored ``[W_q; W_k; W_v]`` weight and bias of each :class:`MultiHeadAttention` give their
-    thirds, interleaved as separate layers would (``W_q.weight``, ``W_q.bias``, ``W_k.weight``
-    ...). A gradient norm summed over these is bit for bit the norm of the same model with
-    three separate projections, so gradient clipping, and every training run that uses it,
-    is not changed by the storage."""
-    fused = {}
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention) and module.in_proj is not None:
-            fused[id(module.in_proj.weight)] = module
-    out = []
-    skip = set()
+def gradient_plan(model: nn.Module) -> list[tuple[nn.Parameter, slice | None]]:
+    """``model``'s parameters in the order of ``parameters()``, each with the rows that count as
+    one d2l layer: ``None`` (all of it) except for the stored ``[W_q; W_k; W_v]`` weight and
+    bias of each :class:`MultiHeadAttention`, which give their thirds, interleaved as separate
+    layers would be (``W_q.weight``, ``W_q.bias``, ``W_k.weight`` ...). Computed once per
+    model (the trainer keeps it), it spares :func:`clip_gradients` a walk over the modules."""
+    fused = {id(m.in_proj.weight): m for m in model.modules()
+             if isinstance(m, MultiHeadAttention) and m.in_proj is not None}
+    plan, skip = [], set()
     for p in model.parameters():
-        if id(p) in skip or p.grad is None:
-            continue
         mha = fused.get(id(p))
-        if mha is None:
-            out.append(p.grad)
+        if id(p) in skip:
             continue
-        w, b = mha.in_proj.weight, mha.in_proj.bias
-        N = mha.num_hiddens
+        if mha is None:
+            plan.append((p, None))
+            continue
+        w, b, N = mha.in_proj.weight, mha.in_proj.bias, mha.num_hiddens
         for i in range(3):
-            out.append(w.grad[i * N:(i + 1) * N])
-            if b is not None and b.grad is not None:
-                out.append(b.grad[i * N:(i + 1) * N])
+            plan.append((w, slice(i * N, (i + 1) * N)))
+            if b is not None:
+                plan.append((b, slice(i * N, (i + 1) * N)))
         if b is not None:
             skip.add(id(b))
-    return out
+    return plan
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> Tensor:
+def gradients_in_d2l_order(model: nn.Module, plan=None) -> list[Tensor]:
+    """The gradients of ``model``'s parameters in d2l's layer order (:func:`gradient_plan`;
+    ``plan`` is that list, when the caller keeps it). A gradient norm summed over these is bit
+    for bit the norm of the same model with three separate projections, so gradient clipping,
+    and every training run that uses it, is not changed by the storage."""
+    plan = gradient_plan(model) if plan is None else plan
+    return [p.grad if rows is None else p.grad[rows] for p, rows in plan if p.grad is not None]
+
+
+def clip_gradients(model: nn.Module, max_norm: float, plan=None) -> Tensor:
     """``nn.utils.clip_grad_norm_(model.parameters(), max_norm)``, with the total norm summed
-    in d2l's layer order (:func:`gradients_in_d2l_order`); returns the norm before clipping."""
-    total = nn.utils.get_total_norm(gradients_in_d2l_order(model))
+    in d2l's layer order (:func:`gradients_in_d2l_order`, given ``plan`` when the caller keeps
+    :func:`gradient_plan`); returns the norm before clipping."""
+    total = nn.utils.get_total_norm(gradients_in_d2l_order(model, plan))
     nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, total)
     return total
 

@@ -102,7 +102,7 @@ from torch import Tensor, nn
 from . import distributed as ddp_utils
 from ._validate import shape_str, value_checks_enabled
 from .callbacks import Callback, _in_notebook
-from .multihead import clip_gradients
+from .multihead import clip_gradients, gradient_plan
 from .utils import get_device, seed_everything
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -258,6 +258,7 @@ class Trainer:
         self.step, self.epoch = 0, 0
         self.should_stop = False
         self.last_grad_norm: Tensor | None = None
+        self._plan = None  # gradient_plan(model), kept for clipping; found again by each fit
         self.history: dict[str, list] = _empty_history()
         self._prepare()
 
@@ -479,6 +480,7 @@ class Trainer:
             # comes from the sampler's own seeded generator, the same on every rank.
             seed_everything(self.config.seed + self.rank)
         self.should_stop = False
+        self._plan = None  # the clipping order of the gradients, found at the first clip
         callbacks = self._callbacks_here()
         for callback in callbacks:
             callback.on_fit_start(self)
@@ -499,6 +501,11 @@ class Trainer:
         if self.is_main_process:
             return list(self.callbacks)
         return [c for c in self.callbacks if getattr(c, "all_ranks", False)]
+
+    def _gradient_plan(self):
+        if self._plan is None:
+            self._plan = gradient_plan(self.model)
+        return self._plan
 
     def _out_of_steps(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
@@ -602,13 +609,13 @@ class Trainer:
             scaler.scale(loss).backward()
             if clip is not None:
                 scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
-                self.last_grad_norm = clip_gradients(self.model, clip)
+                self.last_grad_norm = clip_gradients(self.model, clip, self._gradient_plan())
             scaler.step(self.optimizer)  # skipped when the gradients overflowed
             scaler.update()
         else:
             loss.backward()
             if clip is not None:
-                self.last_grad_norm = clip_gradients(self.model, clip)
+                self.last_grad_norm = clip_gradients(self.model, clip, self._gradient_plan())
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

@@ -336,6 +336,11 @@ def test_gradient_clipping_sums_the_norm_in_d2l_layer_order():
     position = next(i for i, g in enumerate(grads) if g.data_ptr() == separate[0].data_ptr())
     assert all(torch.equal(a, b) for a, b in zip(grads[position:position + 4], separate))
     assert len(grads) == len(list(model.parameters())) + 4 * len(model.blks)  # 2 stored -> 6
+    from qkvcourse.multihead import gradient_plan
+
+    kept = gradients_in_d2l_order(model, gradient_plan(model))  # the trainer keeps the plan
+    assert len(kept) == len(grads) and all(a.data_ptr() == b.data_ptr() and torch.equal(a, b)
+                                           for a, b in zip(kept, grads))
     expected = torch.nn.utils.get_total_norm([g.clone() for g in grads])
     total = clip_gradients(model, max_norm=1e-3)
     assert torch.equal(total, expected)
