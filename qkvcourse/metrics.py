@@ -38,7 +38,8 @@ from ._validate import (check_floating, check_index_range, check_index_vector, c
 
 __all__ = [
     "bleu", "classification_accuracy", "corpus_bleu", "exact_match",
-    "expected_calibration_error", "span_exact_match", "span_f1", "token_accuracy", "token_f1",
+    "expected_calibration_error", "span_exact_match", "span_f1", "span_scores", "token_accuracy",
+    "token_f1",
 ]
 
 
@@ -334,3 +335,11 @@ def span_f1(pred_start: Tensor, pred_end: Tensor, start: Tensor, end: Tensor,
     """
     scores = [token_f1(p, g) for p, g in _span_items(pred_start, pred_end, start, end, tokens)]
     return sum(scores) / len(scores)
+
+
+def span_scores(pred_start: Tensor, pred_end: Tensor, start: Tensor, end: Tensor,
+                tokens: Tensor | None = None) -> tuple[float, float]:
+    """``(span_exact_match(...), span_f1(...))`` with the spans read once."""
+    items = list(_span_items(pred_start, pred_end, start, end, tokens))
+    return (sum(p == g for p, g in items) / len(items),
+            sum(token_f1(p, g) for p, g in items) / len(items))

@@ -83,6 +83,22 @@ def test_bert_with_valid_lens_on_meta():
     _backward(encoded, mlm, nsp)
 
 
+def test_span_loss_on_meta():
+    """BERT's span loss refuses an answer at a masked position by reading the logits: on the
+    CPU, not on an accelerator (it was a synchronisation per training step)."""
+    from qkvcourse.finetune import MASKED_LOGIT, span_loss
+
+    with META:
+        start_logits = torch.empty(2, 7, requires_grad=True)
+        end_logits = torch.empty(2, 7, requires_grad=True)
+        start, end = torch.empty(2, dtype=torch.long), torch.empty(2, dtype=torch.long)
+    _backward(span_loss(start_logits, end_logits, start, end))
+    masked = torch.zeros(1, 4)
+    masked[0, 0] = MASKED_LOGIT
+    with pytest.raises(ValueError, match=r"start\[0\] = 0 is a masked position"):
+        span_loss(masked, torch.zeros(1, 4), torch.tensor([0]), torch.tensor([1]))
+
+
 def test_value_checks_still_run_on_cpu_and_in_debug_mode():
     """The checks that read values are not gone: they run on CPU tensors, and on any device
     inside ``qc.value_checks()`` (here simulated on the CPU)."""

@@ -229,6 +229,11 @@ def test_squad_exact_match_and_f1_on_hand_cases():
     tokens = torch.tensor([[1, 2, 3, 4, 5, 6, 7]] * 3 + [[9, 8, 7, 6, 8, 6, 5]])
     assert span_exact_match(pred_s, pred_e, gold_s, gold_e, tokens) == 0.5
     assert span_f1(pred_s, pred_e, gold_s, gold_e, tokens) == pytest.approx((1 + .5 + 0 + 1) / 4)
+    # both at once, reading the spans once (what evaluate_spans uses)
+    from qkvcourse.metrics import span_scores
+    assert span_scores(pred_s, pred_e, gold_s, gold_e, tokens) == (
+        span_exact_match(pred_s, pred_e, gold_s, gold_e, tokens),
+        span_f1(pred_s, pred_e, gold_s, gold_e, tokens))
 
 
 def test_span_f1_by_position_is_the_interval_overlap():
