@@ -56,22 +56,24 @@ def pretraining_metrics(bert: BERTModel, loader) -> dict[str, float]:
     of :class:`~qkvcourse.data.bert_pretraining.BERTBatch`, in eval mode (the mode is restored)."""
     was_training, device = bert.training, _model_device(bert)
     bert.eval()
-    mlm_sum = mlm_correct = num_preds = nsp_correct = num_pairs = 0.0
+    # float64 sums on the device, read once at the end (no synchronisation per batch)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    num_pairs = 0
     for batch in loader:
         tokens, segments, valid_lens, pred_positions, mlm_weights, mlm_labels, nsp_labels = (
             t.to(device) for t in batch)
         _, mlm_logits, nsp_logits = bert(tokens, segments, valid_lens, pred_positions)
         loss = bert_pretraining_loss(mlm_logits, nsp_logits, mlm_weights, mlm_labels,
                                      nsp_labels)
-        n = float(mlm_weights.sum())
-        mlm_sum += float(loss.mlm) * n
-        mlm_correct += float(((mlm_logits.argmax(-1) == mlm_labels) * mlm_weights).sum())
-        num_preds += n
-        nsp_correct += float((nsp_logits.argmax(-1) == nsp_labels).sum())
+        n = mlm_weights.sum().double()
+        totals += torch.stack([loss.mlm.double() * n,
+                               ((mlm_logits.argmax(-1) == mlm_labels) * mlm_weights).sum().double(),
+                               n, (nsp_logits.argmax(-1) == nsp_labels).sum().double()])
         num_pairs += len(nsp_labels)
     bert.train(was_training)
     if num_pairs == 0:
         raise ValueError("loader yielded no example")
+    mlm_sum, mlm_correct, num_preds, nsp_correct = totals.tolist()
     return {"mlm_loss": mlm_sum / max(num_preds, 1.0),
             "mlm_accuracy": mlm_correct / max(num_preds, 1.0),
             "nsp_accuracy": nsp_correct / num_pairs}

@@ -153,15 +153,16 @@ def evaluate_classifier(model: nn.Module, loader) -> float:
     ``(tokens, segments, valid_lens, labels)`` for :class:`BERTClassifier`.
     """
     device = _model_device(model)
-    correct = total = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)  # read once, at the end
+    total = 0
     with _EvalMode(model):
         for batch in loader:
             *inputs, labels = (t.to(device) for t in batch)
-            correct += int((model(*inputs).argmax(dim=-1) == labels).sum())
+            correct += (model(*inputs).argmax(dim=-1) == labels).sum()
             total += labels.shape[0]
     if total == 0:
         raise ValueError("loader yielded no example")
-    return correct / total
+    return int(correct) / total
 
 
 # -- GPT: task-specific input transformations (Radford et al., 2018, section 3.3) -------------
