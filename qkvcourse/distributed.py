@@ -31,6 +31,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from ._validate import check_size
+
 # what torchrun sets; together they say how to reach the other processes
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -201,8 +203,7 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
     Returns:
         A ``DataLoader`` whose ``sampler`` is the ``DistributedSampler`` or ``ShardSampler``.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_size("batch_size", batch_size)
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     for name in ("sampler", "batch_sampler", "shuffle"):
@@ -248,7 +249,6 @@ def is_sharded(loader: Any) -> bool:
 
 
 def _check_rank(rank: int, num_replicas: int) -> None:
-    if not isinstance(num_replicas, int) or num_replicas < 1:
-        raise ValueError(f"num_replicas must be an integer >= 1, got {num_replicas!r}")
+    check_size("num_replicas", num_replicas)
     if not isinstance(rank, int) or not 0 <= rank < num_replicas:
         raise ValueError(f"rank must be an integer in [0, {num_replicas}), got {rank!r}")

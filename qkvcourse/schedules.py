@@ -15,7 +15,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ._validate import check_size
+from ._validate import check_size, check_sizes
 
 
 def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
@@ -44,10 +44,7 @@ def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
     Returns:
         A ``LambdaLR``; its ``get_last_lr()`` is the rate of the next optimiser step.
     """
-    if not isinstance(d_model, int) or d_model < 1:
-        raise ValueError(f"d_model must be a positive integer, got {d_model!r}")
-    if not isinstance(warmup_steps, int) or warmup_steps < 1:
-        raise ValueError(f"warmup_steps must be a positive integer, got {warmup_steps!r}")
+    check_sizes(d_model=d_model, warmup_steps=warmup_steps)
 
     def factor(scheduler_steps: int) -> float:
         step_num = scheduler_steps + 1  # LambdaLR counts from 0, the paper from 1

@@ -100,7 +100,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as ddp_utils
-from ._validate import shape_str, value_checks_enabled
+from ._validate import check_size, shape_str, value_checks_enabled
 from .callbacks import Callback, _in_notebook
 from .multihead import clip_gradients, gradient_plan
 from .utils import get_device, seed_everything
@@ -136,8 +136,7 @@ class TrainerConfig:
     #                                       gradient in a step (costs a graph walk per step)
 
     def __post_init__(self):
-        if not isinstance(self.max_epochs, int) or self.max_epochs < 0:
-            raise ValueError(f"max_epochs must be an integer >= 0, got {self.max_epochs!r}")
+        check_size("max_epochs", self.max_epochs, minimum=0)
         if self.max_steps is not None and (not isinstance(self.max_steps, int)
                                            or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or an integer >= 1, got {self.max_steps!r}")
@@ -145,8 +144,7 @@ class TrainerConfig:
             raise ValueError(f"grad_clip_norm must be None or > 0, got {self.grad_clip_norm!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not isinstance(self.log_every, int) or self.log_every < 1:
-            raise ValueError(f"log_every must be an integer >= 1, got {self.log_every!r}")
+        check_size("log_every", self.log_every)
         if self.progress not in ("auto", True, False):
             raise ValueError(f"progress must be 'auto', True or False, got {self.progress!r}")
         if self.distributed not in DISTRIBUTED:

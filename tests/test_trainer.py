@@ -213,9 +213,9 @@ def test_trainer_steps_the_schedule_every_step():
 
 def test_schedule_bad_input():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    with pytest.raises(ValueError, match="warmup_steps must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 1, got 0"):
         transformer_schedule(optimizer, 512, 0)
-    with pytest.raises(ValueError, match="d_model must be a positive integer, got -4"):
+    with pytest.raises(ValueError, match="d_model must be an integer >= 1, got -4"):
         transformer_schedule(optimizer, -4, 10)
     with pytest.raises(ValueError, match=r"total_steps must be an integer > warmup_steps \(10\), "
                                          r"got 10"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import string
 
+from .._validate import check_sizes
 from ..metrics import token_accuracy  # re-exported: chapter 4 imports it from here
 from .translation import CharacterTranslationData
 from .vocab import Vocab
@@ -41,9 +42,7 @@ def random_string_pairs(num_examples: int, length: int, seed: int = 0, alphabet_
         alphabet_size: the first ``alphabet_size`` lowercase letters are the tokens (1 to 26).
         reverse: the target is the source reversed instead of copied.
     """
-    for name, value in (("length", length), ("alphabet_size", alphabet_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_sizes(length=length, alphabet_size=alphabet_size)
     if alphabet_size > 26:
         raise ValueError(f"alphabet_size must be at most 26 (lowercase letters), got {alphabet_size}")
     if num_examples < 0 or num_examples > alphabet_size ** length:

@@ -28,6 +28,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from .._validate import check_size
 from .corpus import _DESTINATIONS, generate_stories
 
 __all__ = ["DESTINATION_WORDS", "ClozeExample", "ClozeTask", "destination_passages",
@@ -86,8 +87,7 @@ def destination_passages(story: str, max_chars: int = 44) -> list[ClozeExample]:
     destination's last word."""
     if not isinstance(story, str):
         raise TypeError(f"story must be a str, got {type(story).__name__}")
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise ValueError(f"max_chars must be a positive integer, got {max_chars!r}")
+    check_size("max_chars", max_chars)
     found = []
     for label, (head, word) in enumerate(_DESTINATION_PARTS):
         for m in re.finditer(re.escape(f"{head} {word}") + r"\b", story):
