@@ -134,28 +134,126 @@ def test_half_precision_explicit_path_has_no_nan_where_the_kernel_is_finite(dtyp
     assert torch.isfinite(mha(x, x, x, need_weights=True)).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_models_never_synchronise_with_the_host_on_cuda():
-    """Every model's forward under torch.cuda.set_sync_debug_mode('error')."""
-    dev = torch.device("cuda")
-    gpt = qc.GPT(qc.GPTConfig(vocab_size=20, max_len=16, num_layers=2, num_heads=2, d_model=16)).to(dev)
-    bert = qc.make_bert(qc.BERTConfig(vocab_size=30, num_hiddens=16, ffn_num_hiddens=32,
-                                      num_heads=2, num_blks=2, max_len=16)).to(dev)
-    tr = qc.make_transformer(qc.TransformerConfig(11, 13, num_hiddens=16, ffn_num_hiddens=32,
-                                                  num_heads=4)).to(dev)
-    idx = torch.randint(0, 20, (3, 8), device=dev)
-    lens = torch.tensor([3, 5], device=dev)
+def _gpt(dev):
+    torch.manual_seed(0)
+    model = qc.GPT(qc.GPTConfig(vocab_size=20, max_len=16, num_layers=2, num_heads=2,
+                                d_model=16)).to(dev)
+    return model, torch.randint(0, 20, (3, 8), device=dev)
+
+
+def _gpt_training_and_cache(dev):
+    model, idx = _gpt(dev)
+
+    def run():
+        model(idx, idx)[1].backward()
+        with torch.no_grad():
+            _, past = model.forward_with_cache(idx)
+            model.forward_with_cache(idx[:, -1:], past)
+            model.next_token_logits(idx)
+    return run
+
+
+def _gpt_generation(dev):
+    model, idx = _gpt(dev)
+    generator = torch.Generator(device=dev).manual_seed(0)
+
+    def run():  # without eos_id: nothing decides to stop early, so nothing is read
+        model.generate(idx, 5, do_sample=False)
+        model.generate(idx, 5, top_k=5, top_p=0.9, generator=generator)
+    return run
+
+
+def _bert(dev):
+    torch.manual_seed(0)
+    model = qc.make_bert(qc.BERTConfig(vocab_size=30, num_hiddens=16, ffn_num_hiddens=32,
+                                       num_heads=2, num_blks=2, max_len=16)).to(dev)
     tokens = torch.randint(0, 30, (2, 10), device=dev)
     segments = torch.zeros(2, 10, dtype=torch.long, device=dev)
+    lens = torch.tensor([7, 10], device=dev)
+    positions = torch.zeros(2, 3, dtype=torch.long, device=dev)
+    return lambda: _backward(*model(tokens, segments, lens, positions))
+
+
+def _span_loss(dev):
+    from qkvcourse.finetune import span_loss
+
+    start_logits = torch.randn(2, 7, device=dev, requires_grad=True)
+    end_logits = torch.randn(2, 7, device=dev, requires_grad=True)
+    start, end = torch.tensor([1, 2], device=dev), torch.tensor([3, 2], device=dev)
+    return lambda: span_loss(start_logits, end_logits, start, end).backward()
+
+
+def _transformer(dev):
+    torch.manual_seed(0)
+    model = qc.make_transformer(qc.TransformerConfig(11, 13, num_hiddens=16, ffn_num_hiddens=32,
+                                                     num_heads=4)).to(dev)
+    src, tgt = torch.randint(0, 11, (2, 6), device=dev), torch.randint(0, 13, (2, 5), device=dev)
+    lens = torch.tensor([3, 6], device=dev)
+    return lambda: _backward(model(src, tgt, lens))
+
+
+def _rnn_seq2seq(dev, attention):
+    torch.manual_seed(0)
+    config = qc.RNNSeq2SeqConfig(embed_size=8, num_hiddens=16, num_layers=2, dropout=0.1)
+    model = qc.make_rnn_seq2seq(9, 11, attention, config).to(dev)
+    src, tgt = torch.randint(0, 9, (3, 6), device=dev), torch.randint(0, 11, (3, 5), device=dev)
+    lens = torch.tensor([6, 2, 4], device=dev)
+    return lambda: _backward(model(src, tgt, lens))
+
+
+def _attention_layers(dev):
+    torch.manual_seed(0)
+    mha = qc.MultiHeadAttention(16, 4, dropout=0.1).to(dev)
+    additive = qc.AdditiveAttention(8, 0.1, query_size=6, key_size=4).to(dev)
+    X = torch.randn(2, 5, 16, device=dev, requires_grad=True)
+    q, k, v = (torch.randn(2, 3, 6, device=dev), torch.randn(2, 5, 4, device=dev),
+               torch.randn(2, 5, 7, device=dev))
+    lens = torch.tensor([3, 5], device=dev)
+
+    def run():
+        _backward(mha(X, X, X, lens), mha(X, X, X, lens, need_weights=True))
+        _backward(additive(q, k, v, lens), qc.masked_softmax(X, lens))
+    return run
+
+
+def _trainer_step(dev):
+    """One optimiser step of qc.Trainer with clipping (bf16 autocast on CUDA, no scaler)."""
+    from qkvcourse.trainer import move_to_device
+
+    model, idx = _gpt(dev)
+    batches = [(idx.cpu(), idx.cpu())]
+    trainer = qc.Trainer(model, lambda m, b: m(b[0], b[1])[1], batches,
+                         config=qc.TrainerConfig(max_epochs=1, device=dev, grad_clip_norm=1.0,
+                                                 precision="bf16" if dev.type == "cuda" else "fp32",
+                                                 progress=False))
+    batch = move_to_device(batches[0], dev)
+    return lambda: trainer._optimiser_step(batch)
+
+
+SYNC_FREE = {"gpt training and KV cache": _gpt_training_and_cache,
+             "gpt generation": _gpt_generation, "bert": _bert, "span loss": _span_loss,
+             "transformer": _transformer,
+             "rnn seq2seq, plain": lambda dev: _rnn_seq2seq(dev, attention=False),
+             "rnn seq2seq, bahdanau": lambda dev: _rnn_seq2seq(dev, attention=True),
+             "attention layers": _attention_layers, "trainer step": _trainer_step}
+
+
+@pytest.mark.parametrize("case", SYNC_FREE)
+def test_sync_free_cases_run_on_the_cpu(case):
+    """The cases of the CUDA test below, run here so that their own code is exercised."""
+    SYNC_FREE[case](torch.device("cpu"))()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", SYNC_FREE)
+def test_models_never_synchronise_with_the_host_on_cuda(case):
+    """Every model's forward and backward (and generation, and a trainer step) under
+    torch.cuda.set_sync_debug_mode('error'): any host synchronisation raises."""
+    run = SYNC_FREE[case](torch.device("cuda"))  # building may synchronise; running may not
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        gpt(idx, idx)[1].backward()
-        _, past = gpt.forward_with_cache(idx)
-        gpt.forward_with_cache(idx[:, -1:], past)
-        bert(tokens, segments, lens, torch.zeros(2, 3, dtype=torch.long, device=dev))
-        tr(torch.randint(0, 11, (2, 6), device=dev), torch.randint(0, 13, (2, 5), device=dev), lens)
-        qc.masked_softmax(torch.randn(2, 3, 5, device=dev), lens)
+        run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
