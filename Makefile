@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qkvcourse-installed
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book serve links test test-unit test-notebooks notebooks diagrams student grade bench gpu-check clean
+.PHONY: setup book serve links test test-unit test-notebooks notebooks diagrams student grade bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,9 +93,43 @@ bench: $(STAMP)
 
 # Every GPU check (CUDA tests, sync-debug mode, each chapter at its GPU size, the GPU benchmarks)
 # in one run of under eight minutes: _build/gpu-check.md
+#
+# On a machine whose own Python already holds a CUDA build of torch (Colab, a GPU server), use
+# that Python instead of the virtual environment, which would download torch again:
+#   make gpu-check GPU_PYTHON=python3
+# It needs this package's test and notebook dependencies. A GPU machine without a network gets
+# them as wheels: `make gpu-wheels` (on a machine with one) downloads into .whl/ what a Python
+# that already has torch, transformers, pytest and hypothesis still lacks, for Python
+# $(WHEEL_PYTHON) on x86-64 Linux; `make gpu-check GPU_PYTHON=...` installs them from there first,
+# into _build/gpu-site.
 NANOGPT ?=
-gpu-check: $(STAMP)
-	$(BIN)/python -m qkvcourse.gpu_check --report _build/gpu-check.md $(if $(NANOGPT),--nanogpt $(NANOGPT))
+GPU_PYTHON ?=
+GPU_RUN := $(or $(GPU_PYTHON),$(BIN)/python)
+GPU_SITE := $(CURDIR)/_build/gpu-site
+gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
+ifneq ($(GPU_PYTHON),)
+	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_RUN) -m pip install -q --no-index --no-deps \
+		--no-compile --upgrade --target $(GPU_SITE) .whl/*.whl; fi
+endif
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_RUN) -m qkvcourse.gpu_check \
+		--report _build/gpu-check.md $(if $(NANOGPT),--nanogpt $(NANOGPT))
+
+# The notebook runner and the d2l reference (no dependencies, as above), pinned as resolved
+# for Python 3.12 on 2026-12-07.
+WHEEL_PYTHON ?= 3.12
+GPU_WHEELS := asttokens==3.0.2 comm==0.2.3 debugpy==1.8.22 executing==2.3.0 \
+	fastjsonschema==2.22.3 ipykernel==7.4.0 ipython==9.19.1 ipython-pygments-lexers==1.1.1 \
+	jedi==0.20.1 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 jupyter-client==8.10.0 \
+	jupyter-core==5.9.1 matplotlib-inline==0.2.2 nbclient==0.11.0 nbformat==5.11.1 \
+	nest-asyncio2==1.7.4 parso==0.8.7 pexpect==4.9.0 platformdirs==4.14.9 \
+	prompt-toolkit==3.0.53 ptyprocess==0.7.0 pure-eval==0.2.4 pyzmq==27.3.0 \
+	referencing==0.37.0 rpds-py==2026.9.1 stack-data==0.6.3 tornado==6.6.1 traitlets==5.16.1 \
+	wcwidth==0.9.5 d2l==1.0.3
+WHEEL_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_26 manylinux_2_17 \
+	manylinux2014 manylinux2010 manylinux1,--platform $(p)_x86_64)
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .whl \
+		--python-version $(WHEEL_PYTHON) --implementation cp $(WHEEL_PLATFORMS) $(GPU_WHEELS)
 
 clean:
 	rm -rf _build $(VENV)

@@ -63,3 +63,41 @@ def test_chapters_run_side_by_side_and_report_each(tmp_path):
     assert (tmp_path / "out" / "01_fine.ipynb").exists()  # the executed copy is kept
     for run in runs:  # nothing left running
         assert run["process"].poll() is not None
+
+
+def _fake_cuda(monkeypatch, steps):
+    """main() on this machine as if it had CUDA: the device lines and the two command steps
+    (tests, benchmarks) are stand-ins that record what they were asked to run."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_check, "_device_lines", lambda: ["- device: stand-in"])
+
+    def run(title, command, limit):
+        steps.append(title)
+        return [f"## {title}: passed in 0 s", ""], True
+    monkeypatch.setattr(gpu_check, "_run", run)
+
+
+def test_main_runs_every_step_and_the_chapters(tmp_path, monkeypatch):
+    steps = []
+    _fake_cuda(monkeypatch, steps)
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_first.ipynb", "print('chapter one')")
+    _notebook(notebooks / "draft.ipynb", "raise SystemExit('not a chapter')")  # not NN_*.ipynb
+    report = tmp_path / "gpu-check.md"
+    assert gpu_check.main(["--report", str(report), "--notebooks", str(notebooks)]) == 0
+    text = report.read_text()
+    assert steps == ["CUDA tests and sync-debug mode", "Benchmarks on CUDA"]
+    assert "## Chapters at their GPU size: passed" in text and "| 01_first | passed |" in text
+    assert "draft" not in text
+
+
+def test_main_says_when_the_chapters_cannot_run(tmp_path, monkeypatch):
+    steps = []
+    _fake_cuda(monkeypatch, steps)
+    monkeypatch.setattr(gpu_check, "missing_notebook_packages", lambda: ["nbclient", "ipykernel"])
+    report = tmp_path / "gpu-check.md"
+    assert gpu_check.main(["--report", str(report), "--notebooks", str(tmp_path)]) == 1
+    assert ("Chapters at their GPU size: NOT RUN, this Python lacks nbclient, ipykernel"
+            in report.read_text())
+    assert steps == ["CUDA tests and sync-debug mode", "Benchmarks on CUDA"]
