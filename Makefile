@@ -111,8 +111,9 @@ ifneq ($(GPU_PYTHON),)
 	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_RUN) -m pip install -q --no-index --no-deps \
 		--no-compile --upgrade --target $(GPU_SITE) .whl/*.whl; fi
 endif
-	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_RUN) -m qkvcourse.gpu_check \
-		--report _build/gpu-check.md $(if $(NANOGPT),--nanogpt $(NANOGPT))
+	$(if $(GPU_PYTHON),PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}) \
+		$(GPU_RUN) -m qkvcourse.gpu_check --report _build/gpu-check.md \
+		$(if $(NANOGPT),--nanogpt $(NANOGPT))
 
 # The notebook runner and the d2l reference (no dependencies, as above), pinned as resolved
 # for Python 3.12 on 2026-12-07.

@@ -250,5 +250,5 @@ def is_sharded(loader: Any) -> bool:
 
 def _check_rank(rank: int, num_replicas: int) -> None:
     check_size("num_replicas", num_replicas)
-    if not isinstance(rank, int) or not 0 <= rank < num_replicas:
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
         raise ValueError(f"rank must be an integer in [0, {num_replicas}), got {rank!r}")

@@ -456,12 +456,14 @@ class GPT(nn.Module):
         with _EvalMode(self):
             past = None
             for _ in range(max_new_tokens):
-                # the prompt was checked above, and every new token is a valid id: run bare
+                # The prompt was checked above and every new token is a valid id: run bare.
+                # Only the last position's logits are used: the last block runs on it alone
+                # (last_only), and still caches the keys and values of every position.
                 cached = 0 if past is None else past[0][0].shape[2]
                 if use_cache and past is not None and cached < max_len:
                     X, past = self._stack(out[:, -1:], cached, past)  # (B, 1, N): the new token
                 else:
-                    X, past = self._stack(out[:, -max_len:], 0, None)  # (B, min(T', max_len), N)
+                    X, past = self._stack(out[:, -max_len:], 0, None, last_only=True)  # (B, 1, N)
                 logits = self.lm_head(X[:, -1]).float()  # (B, V)
                 if greedy:
                     next_id = logits.argmax(dim=-1)  # (B,)

@@ -137,7 +137,8 @@ class TrainerConfig:
 
     def __post_init__(self):
         check_size("max_epochs", self.max_epochs, minimum=0)
-        if self.max_steps is not None and (not isinstance(self.max_steps, int)
+        if self.max_steps is not None and (isinstance(self.max_steps, bool)
+                                           or not isinstance(self.max_steps, int)
                                            or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or an integer >= 1, got {self.max_steps!r}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:

@@ -42,9 +42,19 @@ def _notebook(path, *sources):
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
 def test_chapters_run_side_by_side_and_report_each(tmp_path):
     """Stand-in chapters for the GPU-size step: one passes, one raises, one outlives the limit
-    (it is stopped, kernel and all, and reported with the cells it finished)."""
+    (it is stopped, its kernel too, and reported with the cells it finished and the one it was
+    in). A chapter that finished early reports its own time, not the wait."""
+    import json
     import time
 
     chapters = [_notebook(tmp_path / "01_fine.ipynb", "x = 2 + 2", "print(x)"),
@@ -52,17 +62,27 @@ def test_chapters_run_side_by_side_and_report_each(tmp_path):
                 _notebook(tmp_path / "03_slow.ipynb", "z = 3", "import time; time.sleep(600)")]
     start = time.perf_counter()
     runs = gpu_check._start_chapters(chapters, tmp_path / "out")
+    time.sleep(15)  # the check's tests step runs meanwhile
     lines, ok = gpu_check._finish_chapters(runs, start + 25)
     assert time.perf_counter() - start < 45, "the slow chapter was not stopped at its deadline"
     assert not ok and lines[0] == "## Chapters at their GPU size: NOT all passed"
     rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| 0")}
-    assert " passed " in rows["01_fine"] and "peak GPU memory" not in rows["01_fine"]
-    assert "0.00 GiB" in rows["01_fine"]
-    assert "FAILED" in rows["02_broken"] and "KeyError" in rows["02_broken"]
-    assert "STOPPED at the limit, 1 of 3 code cells done" in rows["03_slow"]
+    fine = rows["01_fine"].split(" | ")
+    assert fine[1] == "passed" and fine[4] == "0.00 GiB |"
+    assert float(fine[2].split()[0]) < 14  # its own time, not the 15 s the parent waited
+    assert "FAILED: CellExecutionError" in rows["02_broken"] and "KeyError" in rows["02_broken"]
+    assert "(log: 02_broken.log)" in rows["02_broken"]
+    assert "STOPPED at the limit, 1 of 3 code cells done, cell 2 running for" in rows["03_slow"]
     assert (tmp_path / "out" / "01_fine.ipynb").exists()  # the executed copy is kept
-    for run in runs:  # nothing left running
+    kernels = [r["kernel_pid"] for run in runs for r in gpu_check._records(run["progress"])
+               if "kernel_pid" in r]
+    assert len(kernels) == 3
+    time.sleep(1)
+    for run in runs:
         assert run["process"].poll() is not None
+    assert not any(_alive(pid) for pid in kernels), "a notebook kernel was left running"
+    last = (tmp_path / "out" / "01_fine.progress").read_text().splitlines()[-1]
+    assert json.loads(last)["total"] > 0
 
 
 def _fake_cuda(monkeypatch, steps):
@@ -92,12 +112,17 @@ def test_main_runs_every_step_and_the_chapters(tmp_path, monkeypatch):
     assert "draft" not in text
 
 
+def test_the_notebook_runner_is_imported_for_real():
+    assert gpu_check.notebook_runner_problem() is None  # this environment runs notebooks
+
+
 def test_main_says_when_the_chapters_cannot_run(tmp_path, monkeypatch):
     steps = []
     _fake_cuda(monkeypatch, steps)
-    monkeypatch.setattr(gpu_check, "missing_notebook_packages", lambda: ["nbclient", "ipykernel"])
+    monkeypatch.setattr(gpu_check, "notebook_runner_problem",
+                        lambda: "ModuleNotFoundError: No module named 'attrs'")
     report = tmp_path / "gpu-check.md"
     assert gpu_check.main(["--report", str(report), "--notebooks", str(tmp_path)]) == 1
-    assert ("Chapters at their GPU size: NOT RUN, this Python lacks nbclient, ipykernel"
-            in report.read_text())
+    assert ("Chapters at their GPU size: NOT RUN, this Python cannot run notebooks "
+            "(ModuleNotFoundError: No module named 'attrs'" in report.read_text())
     assert steps == ["CUDA tests and sync-debug mode", "Benchmarks on CUDA"]

@@ -395,6 +395,10 @@ def test_bad_config():
         TrainerConfig(grad_clip_norm=0)
     with pytest.raises(ValueError, match="max_steps must be None or an integer >= 1, got 0"):
         TrainerConfig(max_steps=0)
+    with pytest.raises(ValueError, match="max_steps must be None or an integer >= 1, got True"):
+        TrainerConfig(max_steps=True)  # a bool is not a step count
+    with pytest.raises(ValueError, match="log_every must be an integer >= 1, got True"):
+        TrainerConfig(log_every=True)
     with pytest.raises(ValueError, match="log_every must be an integer >= 1, got 0"):
         TrainerConfig(log_every=0)
     with pytest.raises(ValueError, match="progress must be 'auto', True or False, got 'yes'"):
