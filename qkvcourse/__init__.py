@@ -19,7 +19,8 @@ The package is organised in the order the course teaches:
 - ``schedules``   learning-rate schedules: the Transformer paper's, warm-up then cosine
 - ``gpt``         decoder-only pretraining: GPT-2 layout, sampling, KV-cache generation (chapter 9)
 - ``bert``        encoder-only pretraining: the BERT model and its two heads (chapter 10)
-- ``losses``      the training losses: sequence, language-model, BERT pretraining (4, 7, 9, 10)
+- ``losses``      the training losses: sequence, language model, BERT pretraining and
+                  span extraction (chapters 4, 7, 9, 10)
 - ``huggingface`` GPT-2 and BERT weights from Hugging Face ``transformers``, one offline error
 - ``finetune``    GPT- and BERT-style fine-tuning: classification, span extraction (9, 10)
 - ``bert_transfer``  what pretraining buys a BERT, measured: pretrained vs scratch vs frozen (10)

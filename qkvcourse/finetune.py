@@ -38,15 +38,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._validate import (check_floating, check_index_range, check_index_vector, check_lengths,
-                        check_size, check_tensor, shape_str, value_checks_enabled)
+from ._validate import check_index_vector, check_lengths, check_size, check_tensor, shape_str
 from .bert import BERTModel
 from .data.bert_pretraining import get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
 from .data.vocab import Vocab, pad_batch
 from .decoding import _EvalMode
 from .gpt import GPT
-from .losses import IGNORE_INDEX, lm_loss
+from .losses import IGNORE_INDEX, MASKED_LOGIT, _check_span_logits, lm_loss, span_loss
 from .metrics import span_scores
 
 __all__ = [
@@ -54,10 +53,9 @@ __all__ = [
     "best_spans", "bert_classification_inputs", "bert_classification_loss", "bert_span_inputs",
     "bert_span_loss", "classification_labels", "evaluate_classifier", "evaluate_spans",
     "gpt_classification_inputs", "gpt_finetune_loss", "gpt_finetune_losses", "gpt_lm_targets",
-    "make_loader", "passage_mask", "span_loss",
+    "make_loader", "passage_mask",
 ]
 
-MASKED_LOGIT = torch.finfo(torch.float32).min  # the span logit of a non-passage position
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -491,9 +489,9 @@ class BERTSpanExtractor(nn.Module):
     code, adds the same number to every position and cancels in the softmax).
 
     The softmax runs over the passage only: the logits of every other position (``<cls>``,
-    the question, the ``<sep>`` tokens, the padding) are set to :data:`MASKED_LOGIT`, the
-    most negative float32, so their probability is exactly 0 and nothing is ever
-    NaN (a row without passage would get uniform probabilities).
+    the question, the ``<sep>`` tokens, the padding) are set to
+    :data:`~qkvcourse.losses.MASKED_LOGIT`, the most negative float32, so their probability
+    is exactly 0 and nothing is ever NaN (a row without passage would get uniform probabilities).
 
     Args:
         bert: a (pretrained) :class:`~qkvcourse.bert.BERTModel`.
@@ -529,50 +527,6 @@ class BERTSpanExtractor(nn.Module):
         return logits[..., 0], logits[..., 1]  # (B, T) each
 
 
-def _check_span_logits(start_logits, end_logits) -> None:
-    check_tensor("start_logits", start_logits, ndim=2)
-    check_tensor("end_logits", end_logits, ndim=2)
-    check_floating("start_logits", start_logits)
-    check_floating("end_logits", end_logits)
-    if start_logits.shape != end_logits.shape:
-        raise ValueError(f"start_logits and end_logits must have one shape (B, T), got "
-                         f"{shape_str(start_logits)} and {shape_str(end_logits)}")
-
-
-def _check_positions(name: str, positions, like: Tensor) -> None:
-    check_index_vector(name, positions, like.shape[0])
-    check_index_range(name, positions, like.shape[1],
-                      f"the sequence length, shape {shape_str(like)}")
-
-
-def span_loss(start_logits: Tensor, end_logits: Tensor, start: Tensor, end: Tensor) -> Tensor:
-    """The span-extraction loss of section 4.2: "the sum of the log-likelihoods of the
-    correct start and end positions" (negated): ``CE(start) + CE(end)``, each a batch
-    mean. (Hugging Face's ``BertForQuestionAnswering`` takes half of it.)
-
-    Args:
-        start_logits, end_logits: ``(B, T)``.
-        start, end: ``(B,)`` the answer's first and last positions; they must be scored
-            positions (inside the passage), not masked ones.
-
-    Returns:
-        A 0-dim float32 loss.
-    """
-    _check_span_logits(start_logits, end_logits)
-    _check_positions("start", start, start_logits)
-    _check_positions("end", end, end_logits)
-    start, end = start.to(start_logits.device), end.to(start_logits.device)
-    for name, logits, pos in (("start", start_logits, start), ("end", end_logits, end)):
-        if not value_checks_enabled(logits):  # reading the logits would stall a GPU
-            continue
-        picked = logits.float().gather(1, pos[:, None])  # (B, 1)
-        if bool((picked <= MASKED_LOGIT / 2).any()):
-            row = int((picked[:, 0] <= MASKED_LOGIT / 2).nonzero()[0])
-            raise ValueError(f"{name}[{row}] = {int(pos[row])} is a masked position (outside "
-                             f"the passage) of {name}_logits, shape {shape_str(logits)}")
-    return F.cross_entropy(start_logits.float(), start) + F.cross_entropy(end_logits.float(), end)
-
-
 def best_spans(start_logits: Tensor, end_logits: Tensor, max_answer_len: int = 30
                ) -> tuple[Tensor, Tensor]:
     """The best span of every row: ``argmax S·T_i + E·T_j`` over ``i <= j < i + max_answer_len``.
@@ -606,9 +560,9 @@ def best_spans(start_logits: Tensor, end_logits: Tensor, max_answer_len: int = 3
 
 
 def bert_span_loss(model: BERTSpanExtractor, batch) -> Tensor:
-    """``loss_fn(model, batch)`` for :class:`~qkvcourse.Trainer`: :func:`span_loss`, with
-    ``batch = (tokens, segments, valid_lens, passage_offset, start, end)`` as
-    :func:`bert_span_inputs` gives it."""
+    """``loss_fn(model, batch)`` for :class:`~qkvcourse.Trainer`:
+    :func:`~qkvcourse.losses.span_loss`, with ``batch = (tokens, segments, valid_lens,
+    passage_offset, start, end)`` as :func:`bert_span_inputs` gives it."""
     if not isinstance(batch, (list, tuple)) or len(batch) != 6:
         raise TypeError("batch must be (tokens, segments, valid_lens, passage_offset, start, "
                         "end), got " + (f"{len(batch)} items" if isinstance(batch, (list, tuple))

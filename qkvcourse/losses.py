@@ -7,12 +7,14 @@
 - :func:`bert_pretraining_loss` (a :class:`BERTLoss` of three scalars) and
   :func:`bert_batch_loss`: BERT's masked-LM plus next-sentence loss (Devlin et al., 2019,
   Appendix A.2; chapter 10).
+- :func:`span_loss`: BERT's span-extraction loss, the cross-entropies of the answer's start
+  and end over the passage (Devlin et al., 2019, section 4.2; chapter 10).
 
 Each checks its arguments at entry (shapes and dtypes always; target ranges and weights where
 reading them costs nothing, see :func:`~qkvcourse.value_checks`), computes in float32 whatever
-the logits' dtype, and returns 0 rather than NaN when no position counts. The fine-tuning
-losses (:func:`~qkvcourse.finetune.span_loss` and the ``loss_fn(model, batch)`` of each task
-head) stay beside their heads in :mod:`qkvcourse.finetune`.
+the logits' dtype, and returns 0 rather than NaN when no position counts. The
+``loss_fn(model, batch)`` of each fine-tuning head (which runs the head, then one of these)
+stays beside its head in :mod:`qkvcourse.finetune`.
 
 Shape legend: B batch, T sequence length, V vocabulary size, P predicted positions.
 """
@@ -24,17 +26,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._validate import (check_floating, check_index_range, check_tensor, check_token_ids,
-                        shape_str, value_checks_enabled, value_range)
+from ._validate import (check_floating, check_index_range, check_index_vector, check_tensor,
+                        check_token_ids, shape_str, value_checks_enabled, value_range)
 
 if TYPE_CHECKING:
     from .bert import BERTModel
     from .data.bert_pretraining import BERTBatch
 
-__all__ = ["BERTLoss", "IGNORE_INDEX", "bert_batch_loss", "bert_pretraining_loss", "lm_loss",
-           "sequence_loss"]
+__all__ = ["BERTLoss", "IGNORE_INDEX", "MASKED_LOGIT", "bert_batch_loss", "bert_pretraining_loss",
+           "lm_loss", "sequence_loss", "span_loss"]
 
 IGNORE_INDEX = -100  # targets equal to this do not count in the loss (PyTorch's default)
+MASKED_LOGIT = torch.finfo(torch.float32).min  # the span logit of a non-passage position
 
 
 def _check_logits_and_targets(logits: Tensor, targets: Tensor) -> None:
@@ -164,3 +167,47 @@ def bert_batch_loss(model: BERTModel, batch: BERTBatch) -> Tensor:
     _, mlm_Y_hat, nsp_Y_hat = model(tokens, segments, valid_lens, pred_positions)
     return bert_pretraining_loss(mlm_Y_hat, nsp_Y_hat, mlm_weights, mlm_labels,
                                  nsp_labels).loss
+
+
+def _check_span_logits(start_logits, end_logits) -> None:
+    check_tensor("start_logits", start_logits, ndim=2)
+    check_tensor("end_logits", end_logits, ndim=2)
+    check_floating("start_logits", start_logits)
+    check_floating("end_logits", end_logits)
+    if start_logits.shape != end_logits.shape:
+        raise ValueError(f"start_logits and end_logits must have one shape (B, T), got "
+                         f"{shape_str(start_logits)} and {shape_str(end_logits)}")
+
+
+def _check_positions(name: str, positions, like: Tensor) -> None:
+    check_index_vector(name, positions, like.shape[0])
+    check_index_range(name, positions, like.shape[1],
+                      f"the sequence length, shape {shape_str(like)}")
+
+
+def span_loss(start_logits: Tensor, end_logits: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """The span-extraction loss of section 4.2: "the sum of the log-likelihoods of the
+    correct start and end positions" (negated): ``CE(start) + CE(end)``, each a batch
+    mean. (Hugging Face's ``BertForQuestionAnswering`` takes half of it.)
+
+    Args:
+        start_logits, end_logits: ``(B, T)``.
+        start, end: ``(B,)`` the answer's first and last positions; they must be scored
+            positions (inside the passage), not masked ones.
+
+    Returns:
+        A 0-dim float32 loss.
+    """
+    _check_span_logits(start_logits, end_logits)
+    _check_positions("start", start, start_logits)
+    _check_positions("end", end, end_logits)
+    start, end = start.to(start_logits.device), end.to(start_logits.device)
+    for name, logits, pos in (("start", start_logits, start), ("end", end_logits, end)):
+        if not value_checks_enabled(logits):  # reading the logits would stall a GPU
+            continue
+        picked = logits.float().gather(1, pos[:, None])  # (B, 1)
+        if bool((picked <= MASKED_LOGIT / 2).any()):
+            row = int((picked[:, 0] <= MASKED_LOGIT / 2).nonzero()[0])
+            raise ValueError(f"{name}[{row}] = {int(pos[row])} is a masked position (outside "
+                             f"the passage) of {name}_logits, shape {shape_str(logits)}")
+    return F.cross_entropy(start_logits.float(), start) + F.cross_entropy(end_logits.float(), end)

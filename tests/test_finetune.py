@@ -16,14 +16,14 @@ from qkvcourse.bert import BERTConfig, make_bert
 from qkvcourse.data.tasks import (ClassificationExample, SpanExample, make_classification_task,
                                   make_span_task, task_vocab)
 from qkvcourse.data.vocab import Vocab
-from qkvcourse.finetune import (MASKED_LOGIT, BERTClassifier, BERTSpanExtractor, GPTClassifier,
-                                best_spans, bert_classification_inputs,
-                                bert_classification_loss, bert_span_inputs, bert_span_loss,
-                                classification_labels, evaluate_classifier, evaluate_spans,
-                                gpt_classification_inputs, gpt_finetune_loss, gpt_finetune_losses,
-                                gpt_lm_targets, make_loader, passage_mask, span_loss)
+from qkvcourse.finetune import (BERTClassifier, BERTSpanExtractor, GPTClassifier, best_spans,
+                                bert_classification_inputs, bert_classification_loss,
+                                bert_span_inputs, bert_span_loss, classification_labels,
+                                evaluate_classifier, evaluate_spans, gpt_classification_inputs,
+                                gpt_finetune_loss, gpt_finetune_losses, gpt_lm_targets,
+                                make_loader, passage_mask)
 from qkvcourse.gpt import GPT, GPTConfig
-from qkvcourse.losses import lm_loss
+from qkvcourse.losses import MASKED_LOGIT, lm_loss, span_loss
 from qkvcourse.metrics import classification_accuracy
 from qkvcourse.schedules import warmup_cosine_schedule
 from qkvcourse.trainer import Trainer, TrainerConfig

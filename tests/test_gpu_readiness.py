@@ -86,7 +86,7 @@ def test_bert_with_valid_lens_on_meta():
 def test_span_loss_on_meta():
     """BERT's span loss refuses an answer at a masked position by reading the logits: on the
     CPU, not on an accelerator (it was a synchronisation per training step)."""
-    from qkvcourse.finetune import MASKED_LOGIT, span_loss
+    from qkvcourse.losses import MASKED_LOGIT, span_loss
 
     with META:
         start_logits = torch.empty(2, 7, requires_grad=True)
@@ -175,7 +175,7 @@ def _bert(dev):
 
 
 def _span_loss(dev):
-    from qkvcourse.finetune import span_loss
+    from qkvcourse.losses import span_loss
 
     start_logits = torch.randn(2, 7, device=dev, requires_grad=True)
     end_logits = torch.randn(2, 7, device=dev, requires_grad=True)
