@@ -13,6 +13,7 @@ accelerator to the host.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from contextlib import contextmanager
@@ -92,6 +93,14 @@ def check_token_ids(name: str, ids: Tensor) -> None:
     if ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{name} must hold integer token ids of dtype torch.int64 (or torch.int32), "
                         f"got {ids.dtype} with shape {shape_str(ids)}")
+
+
+def check_nonempty(name: str, x: Tensor, dim: int = 0, what: str = "batch") -> None:
+    """Require ``x.shape[dim] >= 1``: an empty batch (or sequence) is an error, not a NaN or a
+    silent 0 further on."""
+    if x.shape[dim] == 0:
+        raise ValueError(f"{name} is an empty {what} (dimension {dim} has size 0), got shape "
+                         f"{shape_str(x)}")
 
 
 def check_floating(name: str, x: Tensor) -> None:
@@ -217,9 +226,13 @@ def check_integer(name: str, x: Tensor, what: str = "ids, positions or lengths")
 
 def check_index_vector(name: str, ids, batch_size: int | None = None,
                        what: str = "one per batch row") -> None:
-    """A ``(B,)`` integer tensor (labels, positions, row numbers), ``B = batch_size`` if given."""
+    """A ``(B,)`` int64 or int32 tensor (labels, positions, row numbers), ``B = batch_size`` if
+    given. (Narrower integers are refused: ``gather`` and ``cross_entropy`` reject them.)"""
     check_tensor(name, ids, ndim=1)
     check_integer(name, ids, what)
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be int64 or int32 ({what}), got dtype {ids.dtype} with "
+                        f"shape {shape_str(ids)}")
     if batch_size is not None and ids.shape[0] != batch_size:
         raise ValueError(f"{name} must have shape ({batch_size},) ({what}), got "
                          f"shape {shape_str(ids)}")
@@ -281,6 +294,29 @@ def check_int_pair(name: str, value, lo: int, hi: int) -> None:
     if not ok:
         raise ValueError(f"{name} must be a pair (low, high) of integers with {lo} <= low <= "
                          f"high <= {hi}, got {value!r}")
+
+
+def check_flag(name: str, value) -> None:
+    """A switch: ``True`` or ``False``, not any object that happens to be truthy."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_real(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+               strict: bool = False, what: str = "") -> None:
+    """A finite real number (not a bool) in ``[minimum, maximum]``; ``strict`` makes the lower
+    bound exclusive (``> minimum``): scales, epsilons, bases, weights, temperatures."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
+          and math.isfinite(value)
+          and (minimum is None or (value > minimum if strict else value >= minimum))
+          and (maximum is None or value <= maximum))
+    if not ok:
+        lower = "" if minimum is None else f"{'>' if strict else '>='} {minimum}"
+        upper = "" if maximum is None else f"<= {maximum}"
+        bounds = " and ".join(b for b in (lower, upper) if b)
+        because = f" ({what})" if what else ""
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}"
+                         f"{because}, got {value!r}")
 
 
 def check_dropout(name: str, p) -> None:
