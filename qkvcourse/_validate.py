@@ -224,15 +224,21 @@ def check_integer(name: str, x: Tensor, what: str = "ids, positions or lengths")
                         f"{x.dtype} with shape {shape_str(x)}")
 
 
+def check_index_dtype(name: str, x: Tensor, what: str = "ids, positions or labels") -> None:
+    """Indices (for ``gather``, ``nn.Embedding``, ``cross_entropy``): int64 or int32, no
+    narrower integers, floats or bools; ``what`` says what ``x`` holds."""
+    check_integer(name, x, what)
+    if x.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be int64 or int32 ({what}), got dtype {x.dtype} with "
+                        f"shape {shape_str(x)}")
+
+
 def check_index_vector(name: str, ids, batch_size: int | None = None,
                        what: str = "one per batch row") -> None:
     """A ``(B,)`` int64 or int32 tensor (labels, positions, row numbers), ``B = batch_size`` if
     given. (Narrower integers are refused: ``gather`` and ``cross_entropy`` reject them.)"""
     check_tensor(name, ids, ndim=1)
-    check_integer(name, ids, what)
-    if ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must be int64 or int32 ({what}), got dtype {ids.dtype} with "
-                        f"shape {shape_str(ids)}")
+    check_index_dtype(name, ids, what)
     if batch_size is not None and ids.shape[0] != batch_size:
         raise ValueError(f"{name} must have shape ({batch_size},) ({what}), got "
                          f"shape {shape_str(ids)}")

@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import (check_dim_match, check_dropout, check_floating, check_mask,
-                        check_same_device, check_same_dtype, check_tensor, check_valid_lens,
-                        shape_str)
-from .masking import causal_mask, lens_mask, masked_softmax
+from ._validate import (check_dim_match, check_dropout, check_flag, check_floating, check_mask,
+                        check_real, check_same_device, check_same_dtype, check_size,
+                        check_tensor, check_valid_lens, shape_str)
+from .masking import lens_mask, masked_softmax, tril_mask
 
 _BACKENDS = ("auto", "explicit", "fused")
 _backend = "auto"
@@ -95,7 +95,7 @@ def _combine_masks(attn_mask: Tensor | None, is_causal: bool, L: int, S: int,
     """One mask (boolean, or floating when a floating mask was given) for both paths."""
     if not is_causal:
         return attn_mask
-    causal = causal_mask(L, S, device=device)  # (L, S)
+    causal = tril_mask(L, S, device)  # (L, S)
     if attn_mask is None:
         return causal
     if attn_mask.dtype == torch.bool:
@@ -170,6 +170,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         Queries that can attend to no key get a zero output (and zero weights).
     """
     _check_sdpa_args(query, key, value, attn_mask, dropout_p, scale)
+    check_flag("is_causal", is_causal)
+    check_flag("need_weights", need_weights)
     return _attend(query, key, value, attn_mask, dropout_p, is_causal, scale, need_weights)
 
 
@@ -180,8 +182,8 @@ def _check_sdpa_args(query, key, value, attn_mask, dropout_p, scale) -> None:
         check_mask("attn_mask", attn_mask, (*query.shape[:-2], L, S))
         _check_mask_dtype(attn_mask, query.dtype, "the query's")
     check_dropout("dropout_p", dropout_p)
-    if scale is not None and not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+    if scale is not None:
+        check_real("scale", scale, minimum=0.0, strict=True)
 
 
 def _attend(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, dropout_p: float,
@@ -265,6 +267,13 @@ def check_lens_and_mask(queries: Tensor, num_keys: int, valid_lens: Tensor | Non
         _check_mask_dtype(attn_mask, queries.dtype, "the queries'")
 
 
+def _check_flags(is_causal, need_weights) -> None:
+    """``is_causal`` a bool; ``need_weights`` a bool or None (the module's own setting)."""
+    check_flag("is_causal", is_causal)
+    if need_weights is not None:
+        check_flag("need_weights", need_weights)
+
+
 def _check_mask_dtype(attn_mask: Tensor, dtype: torch.dtype, whose: str) -> None:
     if attn_mask.is_floating_point() and attn_mask.dtype != dtype:
         raise TypeError(f"a floating attn_mask must have {whose} dtype {dtype}, got "
@@ -283,6 +292,8 @@ class DotProductAttention(nn.Module):
 
     def __init__(self, dropout: float = 0.0, need_weights: bool = True):
         super().__init__()
+        check_dropout("dropout", dropout)
+        check_flag("need_weights", need_weights)
         self.dropout = nn.Dropout(dropout)
         self.need_weights = need_weights
         self.attention_weights: Tensor | None = None
@@ -291,6 +302,7 @@ class DotProductAttention(nn.Module):
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
         check_attention_inputs(queries, keys, values, valid_lens, attn_mask)
+        _check_flags(is_causal, need_weights)
         return self.attend(queries, keys, values, valid_lens, attn_mask, is_causal, need_weights)
 
     def attend(self, queries: Tensor, keys: Tensor, values: Tensor,
@@ -323,6 +335,12 @@ class AdditiveAttention(nn.Module):
     def __init__(self, num_hiddens: int, dropout: float = 0.0, query_size: int | None = None,
                  key_size: int | None = None):
         super().__init__()
+        check_size("num_hiddens", num_hiddens)
+        check_dropout("dropout", dropout)
+        for name, size in (("query_size", query_size), ("key_size", key_size)):
+            if size is not None:
+                check_size(name, size)
+
         def linear(in_size, out_size):
             return (nn.LazyLinear(out_size, bias=False) if in_size is None
                     else nn.Linear(in_size, out_size, bias=False))

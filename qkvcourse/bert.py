@@ -56,9 +56,9 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_floating, check_hidden, check_index_range,
-                        check_integer, check_lengths, check_max_len, check_sizes,
-                        check_tensor, check_tokens, shape_str)
+from ._validate import (check_dim_match, check_dropout, check_flag, check_floating, check_hidden,
+                        check_index_dtype, check_index_range, check_lengths, check_max_len,
+                        check_size, check_sizes, check_tensor, check_tokens, shape_str)
 # Re-exported: the grader's rules and the exercise sheets name qkvcourse.bert.mask_tokens and
 # qkvcourse.bert.get_tokens_and_segments, and chapter 10 reads the next-sentence labels
 # IS_NEXT / NOT_NEXT (NextSentencePred's classes) from here; all live with the pretraining data.
@@ -66,7 +66,8 @@ from .data.bert_pretraining import (IS_NEXT, NOT_NEXT, get_tokens_and_segments, 
                                     mask_tokens)
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
-from .transformer import StackNeedWeights, TransformerEncoderBlock, make_activation
+from .transformer import (ACTIVATIONS, StackNeedWeights, TransformerEncoderBlock, check_eps,
+                          make_activation)
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -92,7 +93,7 @@ def _check_ids(name: str, ids: Tensor, like_name: str, like: Tensor, upper: int,
                what: str) -> None:
     """``ids`` must be an integer tensor of ``like``'s shape with values in ``[0, upper)``."""
     check_tensor(name, ids)
-    check_integer(name, ids, what)
+    check_index_dtype(name, ids, what)
     if ids.shape != like.shape:
         raise ValueError(f"{name} must have the shape of {like_name} {shape_str(like)}, got "
                          f"shape {shape_str(ids)}")
@@ -136,6 +137,9 @@ class BERTEncoder(nn.Module):
         check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
                     num_heads=num_heads, num_blks=num_blks, max_len=max_len,
                     num_segments=num_segments)
+        check_dropout("dropout", dropout)
+        check_eps("layer_norm_eps", layer_norm_eps)
+        check_flag("embedding_norm", embedding_norm)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_segments = num_segments
         self.token_embedding = nn.Embedding(vocab_size, num_hiddens)
@@ -204,6 +208,8 @@ class MaskLM(nn.Module):
     def __init__(self, vocab_size: int, num_hiddens: int, *, activation: str = "gelu",
                  layer_norm_eps: float = 1e-12):
         super().__init__()
+        check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens)
+        check_eps("layer_norm_eps", layer_norm_eps)
         self.vocab_size, self.num_hiddens = vocab_size, num_hiddens
         self.dense = nn.Linear(num_hiddens, num_hiddens)
         self.activation = make_activation(activation)
@@ -220,7 +226,7 @@ class MaskLM(nn.Module):
     def _check_inputs(self, X: Tensor, pred_positions: Tensor) -> None:
         check_hidden("X", X, self.num_hiddens)
         check_tensor("pred_positions", pred_positions, ndim=2)
-        check_integer("pred_positions", pred_positions, "positions")
+        check_index_dtype("pred_positions", pred_positions, "positions")
         check_dim_match("X", X, 0, "pred_positions", pred_positions, 0, "batch sizes")
         check_index_range("pred_positions", pred_positions, X.shape[1],
                            f"the length of X, shape {shape_str(X)}")
@@ -238,6 +244,7 @@ class NextSentencePred(nn.Module):
 
     def __init__(self, num_hiddens: int):
         super().__init__()
+        check_size("num_hiddens", num_hiddens)
         self.num_hiddens = num_hiddens
         self.output = nn.Linear(num_hiddens, 2)
         init_bert_weights(self)
@@ -274,6 +281,7 @@ class BERTModel(nn.Module):
                  activation: str = "gelu", layer_norm_eps: float = 1e-12,
                  embedding_norm: bool = True, tie_weights: bool = True):
         super().__init__()
+        check_flag("tie_weights", tie_weights)
         self.encoder = BERTEncoder(vocab_size, num_hiddens, ffn_num_hiddens, num_heads,
                                    num_blks, dropout, max_len, num_segments=num_segments,
                                    activation=activation, layer_norm_eps=layer_norm_eps,
@@ -330,6 +338,22 @@ class BERTConfig:
     layer_norm_eps: float = 1e-12  # LayerNorm epsilon (BERT: 1e-12; PyTorch/d2l: 1e-5)
     embedding_norm: bool = True  # LayerNorm the summed embeddings (BERT: yes; d2l: no)
     tie_weights: bool = True  # masked-LM output layer = token embeddings (BERT: yes; d2l: no)
+
+    def __post_init__(self):
+        check_sizes(**{"vocab_size": self.vocab_size, "d_model (d2l: num_hiddens)": self.d_model,
+                       "ffn_num_hiddens": self.ffn_num_hiddens, "num_heads": self.num_heads,
+                       "num_layers (d2l: num_blks)": self.num_layers, "max_len": self.max_len,
+                       "num_segments": self.num_segments})
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
+                             f"{self.d_model}, num_heads={self.num_heads}")
+        check_dropout("dropout", self.dropout)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, "
+                             f"got {self.activation!r}")
+        check_eps("layer_norm_eps", self.layer_norm_eps)
+        check_flag("embedding_norm", self.embedding_norm)
+        check_flag("tie_weights", self.tie_weights)
 
     @classmethod
     def bert_base(cls, vocab_size: int = 30522) -> "BERTConfig":

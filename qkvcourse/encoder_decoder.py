@@ -68,6 +68,10 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, encoder: Encoder, decoder: Decoder):
         super().__init__()
+        for name, part in (("encoder", encoder), ("decoder", decoder)):
+            if not isinstance(part, nn.Module):
+                raise TypeError(f"{name} must be an nn.Module (an Encoder or Decoder), got "
+                                f"{type(part).__name__}")
         self.encoder, self.decoder = encoder, decoder
 
     def forward(self, src: Tensor, tgt: Tensor, src_valid_lens: Tensor | None = None) -> Tensor:

@@ -47,18 +47,19 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_dropout, check_floating, check_kv_cache,
-                        check_max_len, check_size, check_sizes, check_tensor, check_tokens,
-                        shape_str)
+from ._validate import (check_dim_match, check_dropout, check_flag, check_floating,
+                        check_kv_cache, check_max_len, check_size, check_sizes, check_tensor,
+                        check_tokens, shape_str)
 from .decoding import _EvalMode
 # (qkvcourse.gpt.lm_loss is also the path that the grader's rules and exercise sheets name)
 from .losses import lm_loss
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
 from .transformer import (ACTIVATIONS, CausalSelfAttention, KVCache, PositionWiseFFN, Residual,
-                          StackNeedWeights)
+                          StackNeedWeights, check_eps)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
+MIN_TEMPERATURE = 1e-6  # the smallest positive sampling temperature generate accepts
 
 
 
@@ -98,8 +99,8 @@ class GPTConfig:
             self.ffn_num_hiddens = 4 * self.d_model  # GPT, section 4.1: 3072 = 4 * 768
         check_size("ffn_num_hiddens", self.ffn_num_hiddens)
         check_dropout("dropout", self.dropout)
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        check_flag("bias", self.bias)
+        check_eps("layer_norm_eps", self.layer_norm_eps)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, "
                              f"got {self.activation!r}")
@@ -435,9 +436,13 @@ class GPT(nn.Module):
         check_tokens("idx", idx, self.config.vocab_size)
         check_size("max_new_tokens", max_new_tokens, minimum=0)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not (temperature >= 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), "
-                             f"got {temperature!r}")
+                or not math.isfinite(temperature) \
+                or not (temperature == 0 or temperature >= MIN_TEMPERATURE):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy; a positive "
+                             f"one must be >= {MIN_TEMPERATURE}, or dividing the logits by it "
+                             f"overflows float32), got {temperature!r}")
+        check_flag("do_sample", do_sample)
+        check_flag("use_cache", use_cache)
         if top_k is not None:
             check_size("top_k", top_k)
         if top_p is not None:

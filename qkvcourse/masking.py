@@ -61,7 +61,14 @@ def causal_mask(num_queries: int, num_keys: int | None = None, device=None) -> T
 
     Aligned at the top-left corner, like ``is_causal=True`` in PyTorch's SDPA.
     """
+    check_size("num_queries", num_queries, minimum=0)
     num_keys = num_queries if num_keys is None else num_keys
+    check_size("num_keys", num_keys, minimum=0)
+    return tril_mask(num_queries, num_keys, device)
+
+
+def tril_mask(num_queries: int, num_keys: int, device=None) -> Tensor:
+    """:func:`causal_mask` without its checks, for the layers (their sizes come from shapes)."""
     return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril()
 
 

@@ -18,12 +18,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import check_dim_match, check_floating, check_size, check_tensor, shape_str
-from .attention import DotProductAttention, check_lens_and_mask
+from ._validate import (check_dim_match, check_flag, check_floating, check_size, check_tensor,
+                        shape_str)
+from .attention import DotProductAttention, _check_flags, check_lens_and_mask
 
 
 def _check_heads(X: Tensor, num_heads: int, name: str = "X") -> None:
     check_tensor(name, X, ndim=3)
+    check_size("num_heads", num_heads, minimum=None)  # an int; the bound is checked below
     if num_heads <= 0 or X.shape[-1] % num_heads:
         raise ValueError(f"num_heads={num_heads} must divide the feature size of {name}, "
                          f"got shape {shape_str(X)}")
@@ -67,6 +69,7 @@ def transpose_qkv(X: Tensor, num_heads: int) -> Tensor:
 def transpose_output(X: Tensor, num_heads: int) -> Tensor:
     """Reverse :func:`transpose_qkv`: ``(B*H, T, D)`` -> ``(B, T, H*D)``."""
     check_tensor("X", X, ndim=3)
+    check_size("num_heads", num_heads, minimum=None)  # an int; the bound is checked below
     if num_heads <= 0 or X.shape[0] % num_heads:
         raise ValueError(f"num_heads={num_heads} must divide the first dimension (B*H) of X, "
                          f"got shape {shape_str(X)}")
@@ -217,6 +220,8 @@ class MultiHeadAttention(nn.Module):
                            ("value_size", value_size)):
             if size is not None:
                 check_size(name, size)
+        check_size("num_heads", num_heads, minimum=None)  # an int; the bound is checked below
+        check_flag("bias", bias)
         if num_heads <= 0 or num_hiddens % num_heads != 0:
             raise ValueError(f"num_heads must be a positive divisor of num_hiddens, "
                              f"got num_hiddens={num_hiddens}, num_heads={num_heads}")
@@ -250,6 +255,7 @@ class MultiHeadAttention(nn.Module):
 
     @need_weights.setter
     def need_weights(self, value: bool) -> None:
+        check_flag("need_weights", value)
         self.attention.need_weights = value
 
     @property
@@ -292,6 +298,7 @@ class MultiHeadAttention(nn.Module):
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
         self._check_inputs(queries, keys, values, valid_lens, attn_mask)
+        _check_flags(is_causal, need_weights)
         return self.attend(queries, keys, values, valid_lens, attn_mask, is_causal, need_weights)
 
     def attend(self, queries: Tensor, keys: Tensor, values: Tensor,

@@ -17,11 +17,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_floating, check_size, check_tensor, shape_str
+from ._validate import check_dropout, check_floating, check_real, check_size, check_tensor, shape_str
 
 
 def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> Tensor:
     """``(max_len, N)`` table P with P[i, 2j] = sin(i/base^(2j/N)), P[i, 2j+1] = cos(same)."""
+    check_size("max_len", max_len)
+    check_size("num_hiddens", num_hiddens)
+    _check_base(base)
     if num_hiddens % 2:
         raise ValueError(f"num_hiddens must be even for sinusoidal encodings, got {num_hiddens}")
     positions = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
@@ -35,14 +38,24 @@ def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> T
     return table
 
 
+def _check_base(base) -> None:
+    check_real("base", base, minimum=0.0, strict=True,
+               what="the wavelengths grow as powers of it; 10000 in the papers")
+
+
+def _check_encoding_args(num_hiddens, dropout, max_len) -> None:
+    check_size("num_hiddens", num_hiddens)
+    check_dropout("dropout", dropout)
+    check_size("max_len", max_len)
+
+
 def _check_sequence(X: Tensor, num_hiddens: int, max_len: int, offset: int = 0) -> None:
     check_tensor("X", X, ndim=3)
     check_floating("X", X)
     if X.shape[-1] != num_hiddens:
         raise ValueError(f"X must have num_hiddens={num_hiddens} features (last dimension), "
                          f"got shape {shape_str(X)}")
-    if offset < 0:
-        raise ValueError(f"offset must be non-negative, got {offset}")
+    check_size("offset", offset, minimum=0)
     if offset + X.shape[1] > max_len:
         where = f" after offset {offset}" if offset else ""
         raise ValueError(f"X has {X.shape[1]} positions (shape {shape_str(X)}){where} but the "
@@ -54,6 +67,7 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
         super().__init__()
+        _check_encoding_args(num_hiddens, dropout, max_len)
         self.num_hiddens, self.max_len = num_hiddens, max_len
         self.dropout = nn.Dropout(dropout)
         # A buffer, so .to(device) moves it; not persistent, since it is a pure function of
@@ -75,6 +89,7 @@ class LearnedPositionalEncoding(nn.Module):
 
     def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
         super().__init__()
+        _check_encoding_args(num_hiddens, dropout, max_len)
         self.num_hiddens, self.max_len = num_hiddens, max_len
         self.P = nn.Parameter(torch.randn(1, max_len, num_hiddens) * 0.02)
         self.dropout = nn.Dropout(dropout)
@@ -99,6 +114,7 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         check_size("head_dim", head_dim)
+        _check_base(base)
         if head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
         self.head_dim = head_dim

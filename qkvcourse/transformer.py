@@ -63,12 +63,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._aliases import field_aliases
-from ._validate import (check_dim_match, check_dropout, check_hidden, check_index_range, check_index_vector,
-                        check_kv_cache, check_lengths, check_max_len, check_sizes, check_tensor,
+from ._validate import (check_dim_match, check_dropout, check_flag, check_floating, check_hidden,
+                        check_index_range, check_index_vector, check_kv_cache, check_lengths,
+                        check_max_len, check_real, check_size, check_sizes, check_tensor,
                         check_tokens, shape_str)
 from .attention import use_fused_path
 from .encoder_decoder import Decoder, Encoder, EncoderDecoder
-from .masking import causal_mask
+from .masking import tril_mask
 from .multihead import MultiHeadAttention, _merge
 from .positional import PositionalEncoding
 
@@ -78,6 +79,11 @@ KVCache = tuple[Tensor, Tensor]  # (keys (B, H, P, D), values (B, H, P, D)), pro
 # -- sub-layers ------------------------------------------------------------------------------
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+
+
+def check_eps(name: str, eps) -> None:
+    """A LayerNorm's epsilon: a finite number > 0 (0 or less divides by zero on a constant row)."""
+    check_real(name, eps, minimum=0.0, strict=True, what="the LayerNorm's epsilon")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -117,6 +123,8 @@ class PositionWiseFFN(nn.Module):
     def __init__(self, num_hiddens: int, ffn_num_hiddens: int, dropout: float = 0.0, *,
                  activation: str = "relu"):
         super().__init__()
+        check_sizes(num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens)
+        check_dropout("dropout", dropout)
         self.num_hiddens = num_hiddens
         self.dense1 = nn.Linear(num_hiddens, ffn_num_hiddens)  # W_1, b_1
         self.relu = make_activation(activation)  # named after the paper's ReLU, whatever it is
@@ -151,6 +159,10 @@ class Residual(nn.Module):
     def __init__(self, num_hiddens: int, dropout: float = 0.0, *, norm_first: bool = False,
                  eps: float = 1e-5):
         super().__init__()
+        check_size("num_hiddens", num_hiddens)
+        check_dropout("dropout", dropout)
+        check_flag("norm_first", norm_first)
+        check_eps("eps", eps)
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.dropout = nn.Dropout(dropout)
         self.ln = nn.LayerNorm(num_hiddens, eps=eps)
@@ -183,6 +195,7 @@ class AddNorm(Residual):
         """``X (B, T, N)`` the sub-layer's input (the residual), ``Y (B, T, N)`` its output."""
         check_hidden("X", X, self.num_hiddens)
         check_tensor("Y", Y)
+        check_floating("Y", Y)
         if X.shape != Y.shape:
             raise ValueError(f"X and Y must have the same shape, got X {shape_str(X)} "
                              f"and Y {shape_str(Y)}")
@@ -283,7 +296,7 @@ class CausalSelfAttention(_Attention):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=P == 0)
             mha.attention.attention_weights = None
         else:
-            mask = causal_mask(P + T, device=X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
+            mask = tril_mask(P + T, P + T, X.device)[P:]  # (T, P+T): row j sees keys 0..P+j
             out = mha.attention.attend(q, k, v, attn_mask=mask)  # (B, H, T, D)
         return mha.W_o(_merge(out)), (k, v)  # (B, T, N)
 
@@ -336,6 +349,7 @@ class TransformerEncoderBlock(nn.Module):
                  use_bias: bool = False, *, norm_first: bool = False, activation: str = "relu",
                  layer_norm_eps: float = 1e-5):
         super().__init__()
+        check_eps("layer_norm_eps", layer_norm_eps)
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.attention = GlobalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
         self.addnorm1 = Residual(num_hiddens, dropout, norm_first=norm_first, eps=layer_norm_eps)
@@ -410,6 +424,9 @@ class TransformerEncoder(Encoder):
         super().__init__()
         check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
                      num_heads=num_heads, num_blks=num_blks, max_len=max_len)
+        check_dropout("dropout", dropout)
+        check_flag("use_bias", use_bias)
+        check_flag("norm_first", norm_first)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.embedding = _scaled_embedding(vocab_size, num_hiddens)
         self.pos_encoding = PositionalEncoding(num_hiddens, dropout, max_len)
@@ -505,6 +522,9 @@ class TransformerDecoder(Decoder):
         super().__init__()
         check_sizes(vocab_size=vocab_size, num_hiddens=num_hiddens, ffn_num_hiddens=ffn_num_hiddens,
                      num_heads=num_heads, num_blks=num_blks, max_len=max_len)
+        check_dropout("dropout", dropout)
+        check_flag("use_bias", use_bias)
+        check_flag("norm_first", norm_first)
         self.vocab_size, self.num_hiddens, self.max_len = vocab_size, num_hiddens, max_len
         self.num_blks = num_blks
         self.embedding = _scaled_embedding(vocab_size, num_hiddens)
@@ -627,6 +647,8 @@ class TransformerConfig:
                         "num_enc_layers (d2l: num_enc_blks)": self.num_enc_layers,
                         "num_dec_layers (d2l: num_dec_blks)": self.num_dec_layers,
                         "max_len": self.max_len})
+        check_flag("bias", self.bias)
+        check_flag("norm_first", self.norm_first)
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
                              f"{self.d_model}, num_heads={self.num_heads}")

@@ -743,3 +743,158 @@ class TestOneCheckModule:
                               for t in node.targets if isinstance(t, ast.Name) and t.id in banned]
         assert not found, found
         assert len(list(package.rglob("*.py"))) > 20  # the walk did see the package
+
+
+# -- the second fuzz (this stop): sizes, epsilons, bases, flags, index dtypes ------------------
+
+_NAN, _INF = float("nan"), float("inf")
+
+
+class TestConstructionArguments:
+    """Every size, epsilon and base is checked when the layer (or config) is built, with the
+    argument named, instead of building a degenerate layer or failing later inside torch."""
+
+    @pytest.mark.parametrize("build,exc,fragments", [
+        (lambda: qc.causal_mask(-1), ValueError, ("num_queries", "-1")),
+        (lambda: qc.causal_mask(3, 2.5), ValueError, ("num_keys", "2.5")),
+        (lambda: qc.sinusoidal_table(-1, 8), ValueError, ("max_len", "-1")),
+        (lambda: qc.PositionalEncoding(8, max_len=-1), ValueError, ("max_len", "-1")),
+        (lambda: qc.PositionalEncoding(8, max_len=0), ValueError, ("max_len", "0")),
+        (lambda: qc.PositionalEncoding(8, dropout="0.1"), ValueError, ("dropout", "'0.1'")),
+        (lambda: qc.LearnedPositionalEncoding(True), ValueError, ("num_hiddens", "True")),
+        (lambda: qc.PositionWiseFFN(8, 0), ValueError, ("ffn_num_hiddens", "0")),
+        (lambda: qc.AdditiveAttention(0), ValueError, ("num_hiddens", "0")),
+        (lambda: qc.AdditiveAttention(4, query_size=-1), ValueError, ("query_size", "-1")),
+        (lambda: qc.DotProductAttention("0.1"), ValueError, ("dropout", "'0.1'")),
+        (lambda: qc.DotProductAttention(0.0, need_weights="yes"), TypeError,
+         ("need_weights", "'yes'")),
+        (lambda: qc.MultiHeadAttention(8, True), ValueError, ("num_heads", "True")),
+        (lambda: qc.MultiHeadAttention(8, 2.0), ValueError, ("num_heads", "2.0")),
+        (lambda: qc.MultiHeadAttention(8, 2, bias="no"), TypeError, ("bias", "'no'")),
+        (lambda: qc.Residual(8, eps=0.0), ValueError, ("eps", "0.0")),
+        (lambda: qc.AddNorm(8, norm_first="yes"), TypeError, ("norm_first", "'yes'")),
+        (lambda: qc.TransformerEncoderBlock(8, 0, 2, 0.0), ValueError, ("ffn_num_hiddens", "0")),
+        (lambda: qc.TransformerEncoderBlock(8, 16, 2, 0.0, layer_norm_eps=-1.0), ValueError,
+         ("layer_norm_eps", "-1.0")),
+        (lambda: qc.MaskLM(0, 8), ValueError, ("vocab_size", "0")),
+        (lambda: qc.MaskLM(12, 8, layer_norm_eps=_NAN), ValueError, ("layer_norm_eps", "nan")),
+        (lambda: qc.NextSentencePred(0), ValueError, ("num_hiddens", "0")),
+        (lambda: qc.BERTConfig(12, dropout=1.5), ValueError, ("dropout", "1.5")),
+        (lambda: qc.BERTConfig(12, num_heads=3), ValueError, ("num_heads", "d_model=128")),
+        (lambda: qc.BERTConfig(12, activation="swish"), ValueError, ("activation", "'swish'")),
+        (lambda: qc.BERTConfig(12, layer_norm_eps=-1.0), ValueError, ("layer_norm_eps", "-1.0")),
+        (lambda: qc.BERTConfig(12, tie_weights="no"), TypeError, ("tie_weights", "'no'")),
+        (lambda: qc.GPTConfig(10, layer_norm_eps=_INF), ValueError, ("layer_norm_eps", "inf")),
+        (lambda: qc.GPTConfig(10, layer_norm_eps="1e-5"), ValueError,
+         ("layer_norm_eps", "'1e-5'")),
+        (lambda: qc.GPTConfig(10, bias=1), TypeError, ("bias", "1")),
+        (lambda: qc.TransformerConfig(10, 10, norm_first="yes"), TypeError,
+         ("norm_first", "'yes'")),
+        (lambda: qc.EncoderDecoder(None, None), TypeError, ("encoder", "NoneType")),
+    ])
+    def test_refused_at_construction(self, build, exc, fragments):
+        with raises(exc, *fragments):
+            build()
+
+    def test_negative_epsilon_no_longer_gives_an_all_nan_bert(self):
+        # Before: make_bert(BERTConfig(..., layer_norm_eps=-1)) built, and its encoding was NaN
+        with raises(ValueError, "layer_norm_eps", "-1"):
+            qc.make_bert(qc.BERTConfig(12, layer_norm_eps=-1))
+
+    @pytest.mark.parametrize("base", [0.0, -2.0, _NAN, _INF, "10000"])
+    def test_base_of_the_position_encodings(self, base):
+        with raises(ValueError, "base", repr(base)):
+            qc.RotaryEmbedding(8, base=base)
+        with raises(ValueError, "base", repr(base)):
+            qc.sinusoidal_table(10, 8, base=base)
+
+    def test_a_valid_base_other_than_the_papers_still_works(self):
+        table = qc.sinusoidal_table(10, 8, base=100.0)
+        rotated = qc.RotaryEmbedding(8, base=0.5)(torch.randn(3, 8))
+        assert torch.isfinite(table).all() and torch.isfinite(rotated).all()
+
+
+class TestOffsetsAndIndexDtypes:
+    @pytest.mark.parametrize("cls", [qc.PositionalEncoding, qc.LearnedPositionalEncoding])
+    @pytest.mark.parametrize("offset", [1.5, True, -1])
+    def test_position_offset_is_a_whole_number(self, cls, offset):
+        with raises(ValueError, "offset", repr(offset)):
+            cls(8, max_len=20)(torch.randn(2, 3, 8), offset=offset)
+
+    def test_rotary_offset_must_be_whole(self):
+        with raises(ValueError, "offset", "1.5"):
+            qc.RotaryEmbedding(8)(torch.randn(3, 8), offset=1.5)
+        qc.RotaryEmbedding(8)(torch.randn(3, 8), offset=-2)  # negative: the inverse rotation
+
+    def test_bert_segments_must_be_int32_or_int64(self):
+        bert = qc.make_bert(qc.BERTConfig(12, d_model=8, ffn_num_hiddens=16, num_layers=1))
+        tokens = torch.randint(0, 12, (2, 5))
+        with raises(TypeError, "segments", "torch.int16"):
+            bert(tokens, torch.zeros(2, 5, dtype=torch.int16))
+        bert(tokens, torch.zeros(2, 5, dtype=torch.int32))  # int32 is an index dtype
+
+    def test_masklm_positions_must_be_int32_or_int64(self):
+        mlm = qc.MaskLM(12, 8)
+        with raises(TypeError, "pred_positions", "torch.int16"):
+            mlm(torch.randn(2, 5, 8), torch.zeros(2, 3, dtype=torch.int16))
+        assert mlm(torch.randn(2, 5, 8), torch.zeros(2, 3, dtype=torch.int32)).shape == (2, 3, 12)
+
+    def test_addnorm_refuses_an_integer_sublayer_output(self):
+        with raises(TypeError, "Y", "torch.int64"):
+            qc.AddNorm(8)(torch.randn(2, 3, 8), torch.zeros(2, 3, 8, dtype=torch.long))
+
+
+class TestFlagsAndScales:
+    """Switches take True or False, not any truthy object: ``is_causal="no"`` used to apply
+    the causal mask."""
+
+    def _qkv(self):
+        return torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+
+    @pytest.mark.parametrize("kwargs,fragments", [
+        (dict(is_causal="no"), ("is_causal", "'no'")),
+        (dict(need_weights=1), ("need_weights", "1")),
+    ])
+    def test_sdpa_flags(self, kwargs, fragments):
+        with raises(TypeError, *fragments):
+            qc.scaled_dot_product_attention(*self._qkv(), **kwargs)
+
+    @pytest.mark.parametrize("scale", ["1", True, 0.0, -1.0, _NAN, _INF])
+    def test_sdpa_scale(self, scale):
+        with raises(ValueError, "scale", repr(scale)):
+            qc.scaled_dot_product_attention(*self._qkv(), scale=scale)
+
+    def test_module_flags(self):
+        q, k, v = (torch.randn(2, 3, 8) for _ in range(3))
+        with raises(TypeError, "is_causal", "'no'"):
+            qc.DotProductAttention()(q, k, v, is_causal="no")
+        mha = qc.MultiHeadAttention(8, 2)
+        with raises(TypeError, "need_weights", "'yes'"):
+            mha(q, k, v, need_weights="yes")
+        with raises(TypeError, "need_weights", "1"):
+            mha.need_weights = 1
+
+    def test_generate_flags(self):
+        gpt = qc.GPT(qc.GPTConfig(10, max_len=8, num_layers=1, num_heads=2, d_model=8)).eval()
+        prompt = torch.zeros(1, 2, dtype=torch.long)
+        with raises(TypeError, "do_sample", "'no'"):
+            gpt.generate(prompt, 2, do_sample="no")
+        with raises(TypeError, "use_cache", "0"):
+            gpt.generate(prompt, 2, use_cache=0)
+
+
+class TestTemperature:
+    def test_a_subnormal_temperature_is_refused(self):
+        # Before: 1e-45 passed the check, the logits overflowed to inf and torch.multinomial
+        # raised "probability tensor contains either inf, nan or element < 0"
+        gpt = qc.GPT(qc.GPTConfig(10, max_len=8, num_layers=1, num_heads=2, d_model=8)).eval()
+        with raises(ValueError, "temperature", "1e-45", str(qc.gpt.MIN_TEMPERATURE)):
+            gpt.generate(torch.zeros(1, 2, dtype=torch.long), 2, temperature=1e-45)
+
+    def test_the_smallest_temperature_samples_the_arg_max(self):
+        torch.manual_seed(0)
+        gpt = qc.GPT(qc.GPTConfig(10, max_len=8, num_layers=1, num_heads=2, d_model=8)).eval()
+        prompt = torch.randint(0, 10, (4, 2))
+        cold = gpt.generate(prompt, 5, temperature=qc.gpt.MIN_TEMPERATURE,
+                            generator=torch.Generator().manual_seed(1))
+        assert torch.equal(cold, gpt.generate(prompt, 5, do_sample=False))

@@ -171,5 +171,5 @@ def test_positional_encoding_offset_matches_a_slice_of_the_full_sequence():
     torch.testing.assert_close(pe(X[:, 4:7], offset=4), full[:, 4:7])
     with pytest.raises(ValueError, match=r"shape \(2, 5, 8\)\) after offset 16 .* max_len=20"):
         pe(X[:, :5], offset=16)
-    with pytest.raises(ValueError, match="offset must be non-negative"):
+    with pytest.raises(ValueError, match="offset must be an integer >= 0, got -1"):
         pe(X, offset=-1)
