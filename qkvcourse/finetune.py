@@ -31,6 +31,7 @@ BERT's num_hiddens), C number of classes, V vocabulary size.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple, Sequence
 
 import torch
@@ -38,7 +39,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._validate import check_index_vector, check_lengths, check_size, check_tensor, shape_str
+from ._validate import (check_dropout, check_flag, check_index_range, check_index_vector,
+                        check_lengths, check_nonempty, check_real, check_size, check_tensor,
+                        check_token_ids, shape_str)
 from .bert import BERTModel
 from .data.bert_pretraining import get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
@@ -92,6 +95,20 @@ def _check_max_len(max_len) -> None:
         check_size("max_len", max_len)
 
 
+def _check_int_field(examples: list, field: str) -> None:
+    """``examples[i].<field>`` must be an integer (a Python or NumPy int, or an integer 0-dim
+    tensor), not a float that would be truncated nor a bool."""
+    for i, e in enumerate(examples):
+        value = getattr(e, field)
+        if isinstance(value, Tensor):
+            ok = value.dim() == 0 and value.dtype != torch.bool \
+                and not value.is_floating_point() and not value.is_complex()
+        else:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not ok:
+            raise TypeError(f"examples[{i}].{field} must be an integer, got {value!r}")
+
+
 def _check_fits(sequences: list[list], max_len: int | None, layout: str) -> None:
     if max_len is None:
         return
@@ -106,6 +123,7 @@ def _check_fits(sequences: list[list], max_len: int | None, layout: str) -> None
 def classification_labels(examples) -> Tensor:
     """The labels of classification examples as a ``(B,)`` long tensor."""
     examples = _check_examples(examples, ("label",), "ClassificationExample")
+    _check_int_field(examples, "label")
     return torch.tensor([int(e.label) for e in examples], dtype=torch.long)
 
 
@@ -132,6 +150,8 @@ def make_loader(tensors: Sequence[Tensor], batch_size: int = 32, shuffle: bool =
                              f"shape {shape_str(tensors[0])}, tensors[{i}] has shape "
                              f"{shape_str(t)}")
     check_size("batch_size", batch_size)
+    check_flag("shuffle", shuffle)
+    check_size("seed", seed, minimum=None)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, **kwargs)
@@ -212,7 +232,9 @@ def gpt_lm_targets(idx: Tensor, valid_lens: Tensor, ignore_index: int = IGNORE_I
         ``(B, T)`` long.
     """
     check_tensor("idx", idx, ndim=2)
+    check_token_ids("idx", idx)
     check_lengths("valid_lens", valid_lens, "idx", idx)
+    check_size("ignore_index", ignore_index, minimum=None)
     T = idx.shape[1]
     next_tokens = torch.cat((idx[:, 1:], idx[:, :1]), dim=1)  # (B, T); the last column is junk
     positions = torch.arange(T, device=idx.device)  # (T,)
@@ -246,6 +268,7 @@ class GPTClassifier(nn.Module):
         if not isinstance(gpt, GPT):
             raise TypeError(f"gpt must be a qkvcourse GPT, got {type(gpt).__name__}")
         check_size("num_classes", num_classes)
+        check_dropout("dropout", dropout)
         self.gpt = gpt
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
@@ -284,6 +307,11 @@ class GPTFinetuneLoss(NamedTuple):
     lm: Tensor  # L1, the mean next-token cross-entropy of the inputs (eq. (1))
 
 
+def _check_labels(labels: Tensor, logits: Tensor) -> None:
+    check_index_range("labels", labels, logits.shape[-1],
+                      f"the number of classes of the logits, shape {shape_str(logits)}")
+
+
 def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> GPTFinetuneLoss:
     """GPT's fine-tuning objective and its two parts, section 3.2, eq. (5).
 
@@ -307,12 +335,14 @@ def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> 
         raise TypeError("batch must be (idx, valid_lens, labels), got "
                         + (f"{len(batch)} items" if isinstance(batch, (list, tuple))
                            else type(batch).__name__))
-    if isinstance(lm_weight, bool) or not isinstance(lm_weight, (int, float)) or lm_weight < 0:
-        raise ValueError(f"lm_weight must be a number >= 0, got {lm_weight!r}")
+    check_real("lm_weight", lm_weight, minimum=0)
     idx, valid_lens, labels = batch
-    class_logits, lm_logits = model.forward_with_lm(idx, valid_lens)
+    check_tensor("idx", idx, ndim=2)
+    check_nonempty("idx", idx)
     check_index_vector("labels", labels, idx.shape[0])
-    classification = F.cross_entropy(class_logits.float(), labels)
+    class_logits, lm_logits = model.forward_with_lm(idx, valid_lens)
+    _check_labels(labels, class_logits)
+    classification = F.cross_entropy(class_logits.float(), labels.long())
     lm = lm_loss(lm_logits, gpt_lm_targets(idx, valid_lens))
     return GPTFinetuneLoss(classification + lm_weight * lm, classification, lm)
 
@@ -386,6 +416,7 @@ class BERTClassifier(nn.Module):
         super().__init__()
         _check_bert(bert)
         check_size("num_classes", num_classes)
+        check_dropout("dropout", dropout)
         self.bert = bert
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
@@ -407,9 +438,12 @@ def bert_classification_loss(model: BERTClassifier, batch) -> Tensor:
                         + (f"{len(batch)} items" if isinstance(batch, (list, tuple))
                            else type(batch).__name__))
     tokens, segments, valid_lens, labels = batch
+    check_tensor("tokens", tokens, ndim=2)
+    check_nonempty("tokens", tokens)
+    check_index_vector("labels", labels, tokens.shape[0])
     logits = model(tokens, segments, valid_lens)  # (B, C)
-    check_index_vector("labels", labels, logits.shape[0])
-    return F.cross_entropy(logits.float(), labels)
+    _check_labels(labels, logits)
+    return F.cross_entropy(logits.float(), labels.long())
 
 
 # -- BERT: span extraction (Devlin et al., 2019, section 4.2, SQuAD v1.1) --------------------
@@ -439,6 +473,8 @@ def bert_span_inputs(examples, vocab: Vocab, max_len: int | None
                                "SpanExample")
     _check_vocab(vocab, (CLS, SEP), "BERT's input")
     _check_max_len(max_len)
+    _check_int_field(examples, "answer_start")
+    _check_int_field(examples, "answer_end")
     for i, e in enumerate(examples):
         if not 0 <= e.answer_start <= e.answer_end < len(e.passage):
             raise ValueError(f"examples[{i}] has the answer span [{e.answer_start}, "
@@ -568,6 +604,8 @@ def bert_span_loss(model: BERTSpanExtractor, batch) -> Tensor:
                         "end), got " + (f"{len(batch)} items" if isinstance(batch, (list, tuple))
                                         else type(batch).__name__))
     tokens, segments, valid_lens, _, start, end = batch
+    check_tensor("tokens", tokens, ndim=2)
+    check_nonempty("tokens", tokens)
     start_logits, end_logits = model(tokens, segments, valid_lens)
     return span_loss(start_logits, end_logits, start, end)
 
@@ -581,6 +619,7 @@ class SpanScores(NamedTuple):
 def evaluate_spans(model: nn.Module, loader, max_answer_len: int = 30) -> SpanScores:
     """Exact match and F1 (by tokens, as SQuAD) of a span extractor over a loader of
     ``(tokens, segments, valid_lens, passage_offset, start, end)`` batches, in eval mode."""
+    check_size("max_answer_len", max_answer_len)
     device = _model_device(model)
     exact = f1 = 0.0
     total = 0

@@ -12,7 +12,8 @@
 
 Each checks its arguments at entry (shapes and dtypes always; target ranges and weights where
 reading them costs nothing, see :func:`~qkvcourse.value_checks`), computes in float32 whatever
-the logits' dtype, and returns 0 rather than NaN when no position counts. The
+the logits' dtype, and returns 0 rather than NaN when no position counts (an empty batch
+or sequence is an error, not a NaN or a silent 0). The
 ``loss_fn(model, batch)`` of each fine-tuning head (which runs the head, then one of these)
 stays beside its head in :mod:`qkvcourse.finetune`.
 
@@ -20,14 +21,16 @@ Shape legend: B batch, T sequence length, V vocabulary size, P predicted positio
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ._validate import (check_floating, check_index_range, check_index_vector, check_tensor,
-                        check_token_ids, shape_str, value_checks_enabled, value_range)
+from ._validate import (check_dim_match, check_floating, check_index_range, check_index_vector,
+                        check_nonempty, check_real, check_size, check_tensor, check_token_ids,
+                        shape_str, value_checks_enabled, value_range)
 
 if TYPE_CHECKING:
     from .bert import BERTModel
@@ -41,7 +44,8 @@ MASKED_LOGIT = torch.finfo(torch.float32).min  # the span logit of a non-passage
 
 
 def _check_logits_and_targets(logits: Tensor, targets: Tensor) -> None:
-    """``logits (B, T, V)`` floating, ``targets (B, T)``."""
+    """``logits (B, T, V)`` floating, ``targets (B, T)``, with B, T and V >= 1 (an empty batch
+    or sequence is an error, not a silent 0)."""
     check_tensor("logits", logits, ndim=3)
     check_floating("logits", logits)
     check_tensor("targets", targets, ndim=2)
@@ -49,6 +53,9 @@ def _check_logits_and_targets(logits: Tensor, targets: Tensor) -> None:
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits (B, T, V) and targets (B, T) disagree: logits has shape "
                          f"{shape_str(logits)}, targets has shape {shape_str(targets)}")
+    check_nonempty("targets", targets, 0, "batch")
+    check_nonempty("targets", targets, 1, "sequence")
+    check_nonempty("logits", logits, 2, "vocabulary")
 
 
 def _check_target_range(targets: Tensor, skipped: Tensor, logits: Tensor, skip_name: str,
@@ -74,6 +81,8 @@ def sequence_loss(logits: Tensor, targets: Tensor, pad_id: int,
         A 0-dim float32 loss; 0 (not NaN) when every target is padding.
     """
     _check_logits_and_targets(logits, targets)
+    check_size("pad_id", pad_id, minimum=None)
+    check_real("label_smoothing", label_smoothing, minimum=0, maximum=1)
     padding = targets == pad_id  # (B, T)
     _check_target_range(targets, padding, logits, "pad_id", pad_id)
     losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -96,6 +105,7 @@ def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -
         A 0-dim float32 loss; 0 (with zero gradients, not NaN) if no position counts.
     """
     _check_logits_and_targets(logits, targets)
+    check_size("ignore_index", ignore_index, minimum=None)
     counted = targets != ignore_index  # (B, T)
     _check_target_range(targets, ~counted, logits, "ignore_index", ignore_index)
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -118,8 +128,9 @@ def bert_pretraining_loss(mlm_Y_hat: Tensor, nsp_Y_hat: Tensor, mlm_weights: Ten
     Args:
         mlm_Y_hat: ``(B, P, V)`` masked-LM logits.
         nsp_Y_hat: ``(B, 2)`` next-sentence logits.
-        mlm_weights: ``(B, P)``, 1 for a real prediction, 0 for a padding slot; the
-            masked-LM loss is the weighted mean (0 when every weight is 0, never NaN).
+        mlm_weights: ``(B, P)`` finite and ``>= 0``: 1 for a real prediction, 0 for a padding
+            slot; the masked-LM loss is the weighted mean (0 when every weight is 0, never
+            NaN).
         mlm_labels: ``(B, P)`` integer ids to predict.
         nsp_labels: ``(B,)`` integer labels, ``IS_NEXT`` (0) or ``NOT_NEXT`` (1)
             (:mod:`qkvcourse.data.bert_pretraining`).
@@ -139,23 +150,31 @@ def bert_pretraining_loss(mlm_Y_hat: Tensor, nsp_Y_hat: Tensor, mlm_weights: Ten
     if nsp_Y_hat.shape[-1] != 2 or nsp_labels.shape[0] != nsp_Y_hat.shape[0]:
         raise ValueError(f"nsp_Y_hat must be (B, 2) and nsp_labels (B,), got shapes "
                          f"{shape_str(nsp_Y_hat)} and {shape_str(nsp_labels)}")
+    check_dim_match("mlm_Y_hat", mlm_Y_hat, 0, "nsp_Y_hat", nsp_Y_hat, 0, "batch sizes")
+    check_nonempty("mlm_Y_hat", mlm_Y_hat, 0, "batch")
+    check_nonempty("mlm_Y_hat", mlm_Y_hat, 2, "vocabulary")
     for name, t in (("mlm_Y_hat", mlm_Y_hat), ("nsp_Y_hat", nsp_Y_hat),
                     ("mlm_weights", mlm_weights)):
         check_floating(name, t)
     check_token_ids("mlm_labels", mlm_labels)
-    check_token_ids("nsp_labels", nsp_labels)
+    check_index_vector("nsp_labels", nsp_labels, what="IS_NEXT or NOT_NEXT, one per example")
     V = mlm_Y_hat.shape[-1]
     check_index_range("mlm_labels", mlm_labels, V,
                       f"the vocabulary of mlm_Y_hat, shape {shape_str(mlm_Y_hat)}")
     check_index_range("nsp_labels", nsp_labels, 2, "IS_NEXT or NOT_NEXT")
-    bounds = value_range(mlm_weights)
-    if bounds is not None and bounds[0] < 0:
-        raise ValueError(f"mlm_weights must be >= 0 (1 for a prediction, 0 for padding), got a "
-                         f"minimum of {bounds[0]} in shape {shape_str(mlm_weights)}")
+    bounds = value_range(mlm_weights)  # (min, max); NaN if any weight is NaN
+    if bounds is not None and not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])
+                                   and bounds[0] >= 0):
+        raise ValueError(f"mlm_weights must be finite and >= 0 (1 for a prediction, 0 for "
+                         f"padding), got values from {bounds[0]} to {bounds[1]} in shape "
+                         f"{shape_str(mlm_weights)}")
     per_token = F.cross_entropy(mlm_Y_hat.reshape(-1, V).float(), mlm_labels.reshape(-1).long(),
                                 reduction="none")  # (B*P,)
     weights = mlm_weights.reshape(-1).to(per_token.dtype)  # (B*P,)
-    mlm = (per_token * weights).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).eps)
+    total = weights.sum()
+    # The weighted mean; all weights 0 give 0 / 1 = 0, not 0/0 (and tiny weights still divide
+    # by their own sum, which a clamp to eps would replace)
+    mlm = (per_token * weights).sum() / torch.where(total > 0, total, 1)
     nsp = F.cross_entropy(nsp_Y_hat.float(), nsp_labels.long())
     return BERTLoss(mlm + nsp, mlm, nsp)
 
@@ -199,9 +218,12 @@ def span_loss(start_logits: Tensor, end_logits: Tensor, start: Tensor, end: Tens
         A 0-dim float32 loss.
     """
     _check_span_logits(start_logits, end_logits)
+    check_nonempty("start_logits", start_logits, 0, "batch")
+    check_nonempty("start_logits", start_logits, 1, "sequence")
     _check_positions("start", start, start_logits)
     _check_positions("end", end, end_logits)
-    start, end = start.to(start_logits.device), end.to(start_logits.device)
+    # (int32 positions are allowed; cross_entropy takes int64 targets only)
+    start, end = start.to(start_logits.device).long(), end.to(start_logits.device).long()
     for name, logits, pos in (("start", start_logits, start), ("end", end_logits, end)):
         if not value_checks_enabled(logits):  # reading the logits would stall a GPU
             continue

@@ -19,10 +19,13 @@ character-level pretraining tokenizer meets a task vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
+from ._validate import check_integer
 from .gpt import GPT
 
 __all__ = ["char_token_map", "transfer_gpt"]
@@ -37,6 +40,28 @@ def char_token_map(vocab, tokenizer) -> list[int]:
         known = isinstance(token, str) and len(token) == 1 and token in tokenizer.chars
         out.append(tokenizer.encode(token)[0] if known else -1)
     return out
+
+
+def _check_token_map(token_map, V: int) -> list[int]:
+    """``token_map`` as a list of Python ints, each a source id in ``[0, V)`` or -1."""
+    if isinstance(token_map, Tensor):
+        if token_map.dim() != 1:
+            raise ValueError(f"token_map must be 1-D, got shape {tuple(token_map.shape)}")
+        check_integer("token_map", token_map, "source ids, or -1")
+        token_map = token_map.tolist()
+    if isinstance(token_map, (str, bytes)) or not isinstance(token_map, Sequence):
+        raise TypeError(f"token_map must be a list of source ids (or -1), got "
+                        f"{type(token_map).__name__}")
+    if not token_map:
+        raise ValueError("token_map must hold at least one id (one per token of the new "
+                         "vocabulary), got an empty list")
+    for i, j in enumerate(token_map):
+        if isinstance(j, bool) or not isinstance(j, numbers.Integral):
+            raise TypeError(f"token_map[{i}] must be an integer source id (or -1), got {j!r}")
+        if not -1 <= j < V:
+            raise ValueError(f"token_map[{i}] must be a source id in [0, {V}) or -1 (a new "
+                             f"token), got {j}")
+    return [int(j) for j in token_map]
 
 
 def transfer_gpt(source: GPT, token_map: Sequence[int] | None = None,
@@ -66,10 +91,7 @@ def transfer_gpt(source: GPT, token_map: Sequence[int] | None = None,
     if not isinstance(source, GPT):
         raise TypeError(f"source must be a qkvcourse GPT, got {type(source).__name__}")
     V, L = source.config.vocab_size, source.config.num_layers
-    token_map = list(range(V)) if token_map is None else [int(i) for i in token_map]
-    if not token_map or any(not -1 <= i < V for i in token_map):
-        raise ValueError(f"token_map must be a non-empty list of source ids in [0, {V}) or "
-                         f"-1 (a new token)")
+    token_map = list(range(V)) if token_map is None else _check_token_map(token_map, V)
     k = L if num_blocks is None else num_blocks
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= L:
         raise ValueError(f"num_blocks must be None or an integer in [0, {L}], got {num_blocks!r}")

@@ -18,25 +18,36 @@ Shape legend: B candidates scored together, T the longest prompt + candidate, V 
 """
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ._validate import check_integer
 from .decoding import _EvalMode
 from .gpt import GPT
 
 __all__ = ["choose_continuation", "continuation_log_probs"]
 
 
-def _id_list(name: str, ids) -> list[int]:
+def _id_list(name: str, ids, vocab_size: int) -> list[int]:
+    """Token ids as a list of Python ints in ``[0, vocab_size)``: integers only (a float id
+    would be truncated, a bool is not an id)."""
     if isinstance(ids, Tensor):
         if ids.dim() != 1:
             raise ValueError(f"{name} must be 1-D, got shape {tuple(ids.shape)}")
+        check_integer(name, ids, "token ids")
         ids = ids.tolist()
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
         raise TypeError(f"{name} must be a list of token ids, got {type(ids).__name__}")
+    for j, i in enumerate(ids):
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"{name}[{j}] must be an integer token id, got {i!r}")
+        if not 0 <= i < vocab_size:
+            raise ValueError(f"{name}[{j}] must lie in [0, {vocab_size}) (the model's "
+                             f"vocab_size), got {i}")
     return [int(i) for i in ids]
 
 
@@ -72,7 +83,8 @@ def continuation_log_probs(model: GPT, prompts: Sequence, continuations: Sequenc
                          f"{len(prompts)} and {len(continuations)}")
     rows, starts, ends = [], [], []
     for b, (p, c) in enumerate(zip(prompts, continuations)):
-        p, c = _id_list(f"prompts[{b}]", p), _id_list(f"continuations[{b}]", c)
+        V = model.config.vocab_size
+        p, c = _id_list(f"prompts[{b}]", p, V), _id_list(f"continuations[{b}]", c, V)
         if not p or not c:
             raise ValueError(f"prompts[{b}] and continuations[{b}] must each hold a token")
         rows.append(p + c)
@@ -102,6 +114,9 @@ def choose_continuation(model: GPT, prompt, candidates: Sequence,
     """Zero-shot multiple choice: the index of the most probable candidate continuation
     of ``prompt``, and the ``(K,)`` scores of the K candidates
     (:func:`continuation_log_probs`)."""
+    if isinstance(candidates, (str, bytes, Tensor)) or not isinstance(candidates, Sequence):
+        raise TypeError(f"candidates must be a list of token-id lists, got "
+                        f"{type(candidates).__name__}")
     if len(candidates) == 0:
         raise ValueError("candidates must hold at least one continuation")
     scores = continuation_log_probs(model, [prompt] * len(candidates), candidates, reduction)
