@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from ._validate import check_size
+from ._validate import check_flag, check_size
 
 # what torchrun sets; together they say how to reach the other processes
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -204,8 +204,17 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
         A ``DataLoader`` whose ``sampler`` is the ``DistributedSampler`` or ``ShardSampler``.
     """
     check_size("batch_size", batch_size)
-    if not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    for name, flag in (("shuffle", shuffle), ("drop_last", drop_last),
+                       ("even_shards", even_shards)):
+        check_flag(name, flag)
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"dataset must be a map-style data set with a length (len(dataset)), "
+                        f"got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError(f"dataset is empty (len(dataset) == 0, a {type(dataset).__name__}): "
+                         f"there is nothing to load")
     for name in ("sampler", "batch_sampler", "shuffle"):
         if name in loader_kwargs:
             raise TypeError(f"distributed_loader chooses the sampler; do not pass {name}=")

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._validate import check_flag, check_real, check_size
 from .vocab import BOS, EOS, PAD, UNK, Vocab
 
 __all__ = [
@@ -107,6 +108,20 @@ def _check_paragraphs(paragraphs) -> None:
                                 f"{sentence[:30]!r}; tokenise it first, e.g. sentence.split()")
 
 
+def _check_rng(rng) -> None:
+    """``rng`` must be a random source with ``random.Random``'s methods (not a seed, not None)."""
+    methods = ("random", "randrange", "choice", "sample")
+    if not all(callable(getattr(rng, m, None)) for m in methods):
+        raise TypeError(f"rng must be a random.Random (e.g. random.Random(0)), got "
+                        f"{type(rng).__name__} ({rng!r:.40})")
+
+
+def _check_mask_prob(mask_prob) -> None:
+    check_real("mask_prob", mask_prob, what="the fraction of the real tokens to predict")
+    if not 0.0 < mask_prob < 1.0:
+        raise ValueError(f"mask_prob must lie in (0, 1), got {mask_prob}")
+
+
 def next_sentence_pairs(paragraphs: Sequence[Sequence[Sequence[str]]], max_len: int,
                         rng: random.Random) -> list[tuple[list[str], list[int], int]]:
     """Next-sentence-prediction examples, section 3.1 ("Task #2").
@@ -129,6 +144,8 @@ def next_sentence_pairs(paragraphs: Sequence[Sequence[Sequence[str]]], max_len: 
         ``nsp_label`` :data:`IS_NEXT` (0) or :data:`NOT_NEXT` (1).
     """
     _check_paragraphs(paragraphs)
+    check_size("max_len", max_len, minimum=None)
+    _check_rng(rng)
     if max_len < 5:
         raise ValueError(f"max_len must be at least 5 (<cls> a <sep> b <sep> with one token "
                          f"in each sentence), got {max_len}")
@@ -181,10 +198,15 @@ def mask_tokens(tokens: Sequence[str], vocab: Vocab, rng: random.Random,
         ``(input_ids, pred_positions, labels)``: the ids of the corrupted sequence, the
         chosen positions (increasing) and the original ids there.
     """
+    if isinstance(tokens, str):
+        raise TypeError(f"tokens must be a list of tokens, got the string {tokens[:30]!r}")
+    if not isinstance(vocab, Vocab):
+        raise TypeError(f"vocab must be a qkvcourse Vocab (bert_vocab(...)), got "
+                        f"{type(vocab).__name__}")
     if MASK not in vocab:
         raise ValueError(f"vocab has no {MASK!r} token; build it with bert_vocab(...)")
-    if not 0.0 < mask_prob < 1.0:
-        raise ValueError(f"mask_prob must lie in (0, 1), got {mask_prob}")
+    _check_rng(rng)
+    _check_mask_prob(mask_prob)
     ids = vocab[list(tokens)]
     candidates = [i for i, tok in enumerate(tokens) if tok not in _NOT_PREDICTED]
     if not candidates:
@@ -263,14 +285,25 @@ class BERTPretrainingData(Dataset):
                  seed: int = 0):
         self.max_len, self.mask_prob, self.seed = max_len, mask_prob, seed
         _check_paragraphs(paragraphs)
+        check_size("max_len", max_len, minimum=None)  # (next_sentence_pairs: >= 5)
+        _check_mask_prob(mask_prob)
+        check_size("seed", seed, minimum=None)
         if vocab is None:
             vocab = bert_vocab([s for p in paragraphs for s in p], min_freq)
+        elif not isinstance(vocab, Vocab):
+            raise TypeError(f"vocab must be a qkvcourse Vocab (bert_vocab(...)) or None, got "
+                            f"{type(vocab).__name__}")
         for tok in BERT_RESERVED_TOKENS:
             if tok not in vocab:
                 raise ValueError(f"vocab has no {tok!r} token; build it with bert_vocab(...)")
         self.vocab = vocab
         rng = random.Random(seed)
         pairs = next_sentence_pairs(paragraphs, max_len, rng)
+        if not pairs:
+            longest = max((sum(1 for s in p if len(s)) for p in paragraphs), default=0)
+            raise ValueError(f"paragraphs gave no example: a next-sentence pair needs a "
+                             f"paragraph of at least 2 sentences, but the {len(paragraphs)} "
+                             f"paragraphs hold at most {longest} (non-empty) sentence(s) each")
         self.max_num_preds = max(1, round(mask_prob * max_len))  # P
         rows = [mask_tokens(tokens, vocab, rng, mask_prob) + (segments, label)
                 for tokens, segments, label in pairs]
@@ -312,6 +345,9 @@ class BERTPretrainingData(Dataset):
         pairs are much shorter than ``max_len``, and the padding columns would cost
         compute for nothing. ``trim=False`` gives ``(B, max_len)`` batches.
         """
+        check_size("batch_size", batch_size)
+        check_flag("shuffle", shuffle)
+        check_flag("trim", trim)
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=_collate_trimmed if trim else _collate)

@@ -49,6 +49,7 @@ import random
 import re
 
 from .corpus import _DESTINATIONS, _FEARS, _FIND_PLACES, _LOVES, _NAMES, _OBJECTS, _TIMES, _cap
+from .._validate import check_flag
 from .tasks import (ClassificationExample, ClassificationTask, SpanExample, SpanTask,
                     _check_seed, _check_sizes)
 from .vocab import Vocab
@@ -203,6 +204,7 @@ def make_story_span_task(vocab: Vocab, num_train: int = 1024, num_val: int = 200
     _check_vocab(vocab)
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
     _check_seed(seed)
+    check_flag("same_kind_distractor", same_kind_distractor)
     rng = random.Random(seed)
     train, val, test = _distinct_splits(
         rng, lambda r, _: _span_example(r, same_kind_distractor),

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._validate import check_real, check_size, check_sizes
 from .vocab import Vocab
 
 __all__ = ["COLOURS", "SHAPES", "ShapeCaptionData", "draw_shapes"]
@@ -54,6 +55,12 @@ def draw_shapes(objects, image_size: int = 24, grid: int = 4, generator: torch.G
         generator: draws each object's offset inside its cell and the background noise.
         noise: standard deviation of the Gaussian pixel noise added everywhere.
     """
+    check_sizes(image_size=image_size, grid=grid)
+    if image_size // grid < _SPRITE_SIZE:
+        raise ValueError(f"image_size must give cells of at least {_SPRITE_SIZE} pixels "
+                         f"(image_size // grid >= {_SPRITE_SIZE}), got image_size={image_size}, "
+                         f"grid={grid}")
+    check_real("noise", noise, minimum=0.0, what="a standard deviation")
     cell = image_size // grid
     image = torch.zeros(3, image_size, image_size)
     for colour, shape, row, col in objects:
@@ -100,14 +107,16 @@ class ShapeCaptionData:
 
     def __init__(self, num_train: int = 4000, num_test: int = 500, num_objects: int = 3,
                  image_size: int = 24, grid: int = 4, seed: int = 0, batch_size: int = 64):
+        check_sizes(num_objects=num_objects, image_size=image_size, grid=grid)
+        check_size("seed", seed, minimum=None)
         if not 1 <= num_objects <= grid:
             raise ValueError(f"num_objects must lie in [1, grid={grid}], got {num_objects}")
         if image_size % grid or image_size // grid < _SPRITE_SIZE:
             raise ValueError(f"image_size must be a multiple of grid={grid} with cells of at least "
                              f"{_SPRITE_SIZE} pixels, got {image_size}")
-        for name, n in (("num_train", num_train), ("num_test", num_test), ("batch_size", batch_size)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < (1 if name == "batch_size" else 0):
-                raise ValueError(f"{name} must be a non-negative integer (batch_size >= 1), got {n!r}")
+        check_size("num_train", num_train)  # the training loader shuffles: at least one image
+        check_size("num_test", num_test, minimum=0)
+        check_size("batch_size", batch_size)
         self.num_objects, self.image_size, self.grid = num_objects, image_size, grid
         self.seed, self.batch_size = seed, batch_size
         self.vocab = Vocab(list(COLOURS) + list(SHAPES))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import string
 
-from .._validate import check_sizes
+from .._validate import check_flag, check_size, check_sizes
 from ..metrics import token_accuracy  # re-exported: chapter 4 imports it from here
 from .translation import CharacterTranslationData
 from .vocab import Vocab
@@ -43,6 +43,8 @@ def random_string_pairs(num_examples: int, length: int, seed: int = 0, alphabet_
         reverse: the target is the source reversed instead of copied.
     """
     check_sizes(length=length, alphabet_size=alphabet_size)
+    check_size("num_examples", num_examples, minimum=None)
+    check_flag("reverse", reverse)
     if alphabet_size > 26:
         raise ValueError(f"alphabet_size must be at most 26 (lowercase letters), got {alphabet_size}")
     if num_examples < 0 or num_examples > alphabet_size ** length:
@@ -83,9 +85,10 @@ class CopyTaskData(CharacterTranslationData):
     def __init__(self, length: int, num_train: int = 10000, num_val: int = 500,
                  num_test: int = 500, seed: int = 0, batch_size: int = 64,
                  alphabet_size: int = 10, reverse: bool = False):
-        for name, n in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
+        check_size("num_train", num_train)  # the training loader shuffles: at least one pair
+        check_sizes(0, num_val=num_val, num_test=num_test)
+        check_size("batch_size", batch_size)
+        check_size("seed", seed, minimum=None)
         self.length, self.reverse, self.alphabet_size = length, reverse, alphabet_size
         pairs = random_string_pairs(num_train + num_val + num_test, length, seed,
                                     alphabet_size, reverse)
@@ -126,14 +129,19 @@ class SequenceTaskData(CharacterTranslationData):
                  batch_size: int = 64, symbols: str = "abcdefghij"):
         if task not in SEQUENCE_TASKS:
             raise ValueError(f"task must be one of {SEQUENCE_TASKS}, got {task!r}")
+        check_sizes(min_len=min_len, max_len=max_len)
         if not 1 <= min_len <= max_len:
             raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, "
                              f"max_len={max_len}")
+        if not isinstance(symbols, str):
+            raise TypeError(f"symbols must be a str of distinct characters, got "
+                            f"{type(symbols).__name__}")
         if len(symbols) < 2 or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols must hold at least two distinct characters, got {symbols!r}")
-        for name, n in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if n < 0:
-                raise ValueError(f"{name} must be >= 0, got {n}")
+        check_size("num_train", num_train)  # the training loader shuffles: at least one pair
+        check_sizes(0, num_val=num_val, num_test=num_test)
+        check_size("batch_size", batch_size)
+        check_size("seed", seed, minimum=None)
         self.task, self.min_len, self.max_len, self.symbols = task, min_len, max_len, symbols
         rng = random.Random(seed)
         pairs = []

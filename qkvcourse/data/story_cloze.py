@@ -125,6 +125,8 @@ def make_destination_task(num_train: int = 2048, num_val: int = 128, num_test: i
             raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_size("max_chars", max_chars)
+    check_size("story_seed", story_seed, minimum=None)
     total = num_train + num_val + num_test
     stories = generate_stories(500 * total + 20_000, story_seed).rstrip("\n").split("\n\n")
     rng = random.Random(seed)

@@ -99,7 +99,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Sequence
 
-from .._validate import check_int_pair, check_sizes
+from .._validate import check_flag, check_int_pair, check_sizes
 from .bert_pretraining import BERT_RESERVED_TOKENS, CLS, MASK, SEP  # noqa: F401 (re-exported)
 from .vocab import Vocab
 
@@ -249,6 +249,7 @@ def make_classification_task(num_train: int = 2000, num_val: int = 500, num_test
     """
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
     _check_seed(seed)
+    check_flag("hard", hard)
     rng = random.Random(seed)
     objects = [(c, s) for c in COLOURS for s in SHAPES]
     pairs = list(combinations(objects, 2))  # 4950 unordered pairs of distinct objects
@@ -398,6 +399,7 @@ def make_span_task(num_train: int = 2000, num_val: int = 500, num_test: int = 50
     """
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
     _check_seed(seed)
+    check_flag("same_kind_distractor", same_kind_distractor)
     K = len(SPAN_KINDS)
     if same_kind_distractor:
         check_int_pair("num_people", num_people, 2, len(NAMES))

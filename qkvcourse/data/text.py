@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .._validate import check_flag
 from .vocab import _as_id_list
 
 __all__ = ["CharTokenizer", "BPETokenizer", "PRE_TOKENIZE_PATTERN", "pre_tokenize"]
@@ -114,6 +115,10 @@ class CharTokenizer:
         repeated = [c for c, n in Counter(chars).items() if n > 1]
         if repeated:
             raise ValueError(f"chars must be distinct, got {repeated[0]!r} more than once")
+        if unk_token in chars or not unk_token:
+            raise ValueError(f"unk_token must be a non-empty string that is not one of chars "
+                             f"(decode writes it for unknown characters, which would then read "
+                             f"as that character), got {unk_token!r}")
         self.unk_token = unk_token
         self.chars = chars
         self._id_of = {c: i + 1 for i, c in enumerate(chars)}
@@ -260,10 +265,16 @@ class BPETokenizer:
                  pattern: str | None = PRE_TOKENIZE_PATTERN):
         self.merges: list[tuple[int, int]] = []
         self._bytes: list[bytes] = [bytes([b]) for b in range(256)]  # id -> its bytes
+        if isinstance(merges, (str, bytes)) or not isinstance(merges, Iterable):
+            raise TypeError(f"merges must be a sequence of (a, b) pairs of ids, got "
+                            f"{type(merges).__name__}")
         for r, pair in enumerate(merges):
-            if len(pair) != 2:
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable):
+                raise TypeError(f"merges[{r}] must be a pair of ids, got {pair!r}")
+            ids = _as_id_list(pair, f"merges[{r}]")  # integers only: no float, no bool
+            if len(ids) != 2:
                 raise ValueError(f"merges[{r}] must be a pair of ids, got {pair!r}")
-            a, b = int(pair[0]), int(pair[1])
+            a, b = ids
             if not (0 <= a < 256 + r and 0 <= b < 256 + r):
                 raise ValueError(f"merges[{r}] = {tuple(pair)} refers to an id that does not "
                                  f"exist yet (ids 0..{255 + r} exist before merge {r})")
@@ -473,6 +484,7 @@ class BPETokenizer:
                 ``False`` they are encoded as ordinary text (for untrusted input).
         """
         _check_text("text", text)
+        check_flag("allow_special", allow_special)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from .._validate import check_flag, check_size
 from ..metrics import exact_match  # TranslationData.exact_match, as the notebooks call it
 from .download import download, extract
 from .vocab import Vocab, pad_batch
@@ -93,6 +94,25 @@ def translation_tensors(src_token_lists: Sequence[Sequence[str]],
     return TranslationBatch(src, src_valid_lens, tgt_in, tgt_out, tgt_valid_lens)
 
 
+def _check_count(name: str, value, minimum: int) -> None:
+    """A size or count: an integer (no float, bool or str), at least ``minimum``."""
+    check_size(name, value, minimum=None)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_split_sizes(num_train, num_val, num_test) -> None:
+    """The training split needs one pair (its loader shuffles); the others may be empty."""
+    _check_count("num_train", num_train, 1)
+    _check_count("num_val", num_val, 0)
+    _check_count("num_test", num_test, 0)
+
+
+def _check_seed(seed) -> None:
+    """Seeds a ``random.Random`` and a ``torch.Generator``: an integer."""
+    check_size("seed", seed, minimum=None)
+
+
 class _TensorRows(Dataset):
     """Rows of equally long tensors. A DataLoader with a ``batch_sampler`` asks for a whole
     batch of rows at once (``__getitems__``), which is one indexing per tensor instead of
@@ -132,8 +152,10 @@ class TranslationData:
 
     def __init__(self, train_pairs, val_pairs, test_pairs, src_vocab: Vocab, tgt_vocab: Vocab,
                  batch_size: int, seed: int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_count("batch_size", batch_size, 1)
+        _check_seed(seed)
+        if not len(train_pairs):
+            raise ValueError("train_pairs is empty: the training loader needs at least one pair")
         self.train_pairs, self.val_pairs, self.test_pairs = train_pairs, val_pairs, test_pairs
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.batch_size, self.seed = batch_size, seed
@@ -186,6 +208,7 @@ class TranslationData:
 
     def train_dataloader(self, shuffle: bool = True) -> DataLoader:
         """Training batches, shuffled by :attr:`generator` (reproducible from ``seed``)."""
+        check_flag("shuffle", shuffle)
         return self._loader(self.train_tensors, shuffle)
 
     def val_dataloader(self) -> DataLoader:
@@ -303,9 +326,14 @@ def generate_date_pairs(num_examples: int, seed: int = 0,
     Returns:
         A list of ``(source, target)`` strings, e.g. ``("Mar 3 98", "1998-03-03")``.
     """
+    check_size("num_examples", num_examples, minimum=None)
     styles = tuple(styles)
     if not styles:
         raise ValueError("styles must name at least one DateStyle, got none")
+    bad = next((s for s in styles if not isinstance(s, DateStyle)), None)
+    if bad is not None:
+        raise TypeError(f"styles must hold DateStyle objects, got {bad!r} "
+                        f"({type(bad).__name__})")
     four_digit = tuple(s for s in styles if not s.two_digit_year)
     if four_digit:
         first, last = FIRST_DATE, LAST_DATE
@@ -374,9 +402,9 @@ class DateTranslationData(CharacterTranslationData):
     def __init__(self, num_train: int = 8000, num_val: int = 1000, num_test: int = 1000,
                  seed: int = 0, batch_size: int = 128,
                  styles: Sequence[DateStyle] = DATE_STYLES):
-        for name, n in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if n < 0:
-                raise ValueError(f"{name} must be >= 0, got {n}")
+        _check_split_sizes(num_train, num_val, num_test)
+        _check_count("batch_size", batch_size, 1)
+        _check_seed(seed)
         self.styles = tuple(styles)
         pairs = generate_date_pairs(num_train + num_val + num_test, seed, self.styles)
         # Each pair has its own calendar date, so consecutive slices share none.
@@ -446,8 +474,10 @@ class TatoebaData(TranslationData):
                  max_len: int = 10, batch_size: int = 128, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
                  url: str = TATOEBA_URL, sha1: str | None = TATOEBA_SHA1):
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        _check_split_sizes(num_train, num_val, num_test)
+        _check_count("max_len", max_len, 1)
+        _check_count("batch_size", batch_size, 1)
+        _check_seed(seed)
         if path is None:
             path = self.locate(download(url, sha1=sha1, cache_dir=cache_dir))
         self.path = Path(path)

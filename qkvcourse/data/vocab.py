@@ -27,6 +27,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .._validate import check_flag, check_size
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3, in this order
 
@@ -89,8 +91,11 @@ class Vocab:
             raise TypeError("tokens_or_token_lists must be a list of tokens or of token lists, "
                             f"got the string {tokens_or_token_lists[:30]!r}; for characters "
                             "pass list(text)")
-        if min_freq < 0:
-            raise ValueError(f"min_freq must be >= 0, got {min_freq}")
+        if not isinstance(tokens_or_token_lists, Iterable):
+            raise TypeError("tokens_or_token_lists must be a list of tokens or of token lists, "
+                            f"got {type(tokens_or_token_lists).__name__} "
+                            f"({tokens_or_token_lists!r:.40})")
+        check_size("min_freq", min_freq, minimum=0)  # a count: no float, bool or str
         if isinstance(reserved_tokens, str) or not all(
                 isinstance(t, str) for t in (reserved_tokens or [])):
             raise TypeError(f"reserved_tokens must be a list of token strings, got "
@@ -160,6 +165,8 @@ class Vocab:
     def encode(self, tokens: Sequence[str], add_bos: bool = False,
                add_eos: bool = False) -> list[int]:
         """Ids of ``tokens``, optionally framed by ``<bos>`` ... ``<eos>``."""
+        check_flag("add_bos", add_bos)
+        check_flag("add_eos", add_eos)
         if isinstance(tokens, str):
             raise TypeError(f"tokens must be a list of tokens, got the string {tokens[:30]!r}; "
                             "tokenise it first (e.g. list(text) or text.split())")
@@ -174,6 +181,7 @@ class Vocab:
         text; ``<unk>`` is kept, so unknown words stay visible. Without it, every id is
         turned into its token.
         """
+        check_flag("strip_special", strip_special)
         tokens = self.to_tokens(_as_id_list(ids, "ids"))
         if not strip_special:
             return tokens
@@ -207,7 +215,17 @@ def pad_batch(sequences_of_ids: Sequence[Sequence[int]], pad_id: int,
         sequence b and the rest is ``pad_id``. ``valid_lens`` is what the attention
         layers take to ignore the padding.
     """
+    if isinstance(sequences_of_ids, (str, bytes)) or not isinstance(sequences_of_ids, Iterable):
+        raise TypeError(f"sequences_of_ids must be a list of id sequences, got "
+                        f"{type(sequences_of_ids).__name__} ({sequences_of_ids!r:.40})")
+    check_size("pad_id", pad_id, minimum=0)  # an id: no float (truncated), bool or str
+    if max_len is not None:
+        check_size("max_len", max_len, minimum=0)
     lists = [_as_id_list(seq, f"sequences_of_ids[{b}]") for b, seq in enumerate(sequences_of_ids)]
+    for b, seq in enumerate(lists):
+        if seq and min(seq) < 0:
+            raise ValueError(f"sequences_of_ids[{b}] holds the negative id {min(seq)}; ids "
+                             f"index a vocabulary and must be >= 0")
     lengths = [len(seq) for seq in lists]
     longest = max(lengths, default=0)
     if max_len is None:
