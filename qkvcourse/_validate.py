@@ -52,9 +52,10 @@ def value_checks_enabled(t: Tensor) -> bool:
     return _value_checks and t.device.type != "meta"
 
 
-def value_range(t: Tensor) -> tuple[int, int] | None:
-    """``(min, max)`` of an integer tensor in one read, or None when it is empty or its
-    values must not be read here (see :func:`value_checks_enabled`)."""
+def value_range(t: Tensor) -> tuple[float, float] | None:
+    """``(min, max)`` of a tensor in one read (ints for an integer tensor; for a floating one
+    NaN when any value is NaN), or None when it is empty or its values must not be read here
+    (see :func:`value_checks_enabled`)."""
     if not t.numel() or not value_checks_enabled(t):
         return None
     lo, hi = torch.stack(torch.aminmax(t)).tolist()
