@@ -16,13 +16,15 @@ Write your own by subclassing :class:`Callback` and overriding the hooks you nee
 from __future__ import annotations
 
 import io
+import math
+import numbers
 import os
 import sys
 from typing import TYPE_CHECKING, Callable
 
 from torch import Tensor
 
-from ._validate import check_size
+from ._validate import check_flag, check_real, check_size
 
 if TYPE_CHECKING:  # only for the annotations: the trainer imports this module
     from .trainer import Trainer
@@ -137,6 +139,15 @@ class LossCurve(Callback):
 
     def __init__(self, live: bool = False, live_every_steps: int | None = None,
                  figsize: tuple[float, float] = (5.0, 3.0), logy: bool = False):
+        check_flag("live", live)
+        if live_every_steps is not None:
+            check_size("live_every_steps", live_every_steps)
+        if not (isinstance(figsize, (tuple, list)) and len(figsize) == 2 and all(
+                not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+                and v > 0 for v in figsize)):
+            raise ValueError(f"figsize must be a pair (width, height) of positive numbers "
+                             f"(inches), got {figsize!r}")
+        check_flag("logy", logy)
         self.live, self.live_every_steps = live, live_every_steps
         self.figsize, self.logy = figsize, logy
         self.history: dict[str, list] = {}
@@ -215,9 +226,14 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
                  mode: str = "min"):
-        if mode not in ("min", "max"):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a metric, such as 'val_loss', got "
+                            f"{type(monitor).__name__}: {monitor!r}")
+        if not isinstance(mode, str) or mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         check_size("patience", patience)
+        check_real("min_delta", min_delta, minimum=0.0,
+                   what="the smallest change that counts as an improvement")
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
         self.best: float | None = None
         self.bad_epochs = 0
@@ -247,6 +263,9 @@ class Checkpoint(Callback):
     """
 
     def __init__(self, path: str | os.PathLike, every: int = 1):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike), got "
+                            f"{type(path).__name__}: {path!r}")
         check_size("every", every)
         self.path, self.every = os.fspath(path), every
         self.saved: list[str] = []

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._validate import check_lengths, check_size, check_tensor, check_token_ids, shape_str
+from ._validate import (check_flag, check_lengths, check_size, check_tensor,
+                        check_token_ids, shape_str)
 from .encoder_decoder import EncoderDecoder, map_state
 
 
@@ -72,7 +73,8 @@ class Hypotheses:
 
 # -- shared machinery --------------------------------------------------------------------------
 
-def _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len) -> None:
+def _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len,
+                       return_attention) -> None:
     if not isinstance(model, EncoderDecoder):
         raise TypeError(f"model must be an EncoderDecoder (encoder + decoder), "
                         f"got {type(model).__name__}")
@@ -84,7 +86,14 @@ def _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len) -> N
         check_lengths("src_valid_lens", src_valid_lens, "src", src)
     check_size("bos_id", bos_id, minimum=0)
     check_size("eos_id", eos_id, minimum=0)
+    # bos_id is fed before any logits exist: checked against the decoder's vocab_size, where
+    # it has one (the course's decoders do); eos_id against the logits of the first step
+    vocab_size = getattr(model.decoder, "vocab_size", None)
+    if isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and bos_id >= vocab_size:
+        raise ValueError(f"bos_id must be a token id in [0, {vocab_size}) (the decoder's "
+                         f"vocab_size={vocab_size}), got {bos_id}")
     check_size("max_len", max_len)
+    check_flag("return_attention", return_attention)
 
 
 class _EvalMode:
@@ -150,7 +159,7 @@ def greedy_search(model: EncoderDecoder, src: Tensor, src_valid_lens: Tensor | N
         :class:`Hypotheses` with ``tokens``, ``scores`` (sum of log-probabilities),
         ``finished`` and, if asked for, ``attention``.
     """
-    _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len)
+    _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len, return_attention)
     B = src.shape[0]
     with _EvalMode(model), torch.no_grad():
         decoder = model.decoder
@@ -236,7 +245,7 @@ def beam_search(model: EncoderDecoder, src: Tensor, src_valid_lens: Tensor | Non
         :class:`Hypotheses` of the best hypothesis per source, with ``nbest``
         holding the ``n_best`` best, best first.
     """
-    _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len)
+    _check_search_args(model, src, src_valid_lens, bos_id, eos_id, max_len, return_attention)
     check_size("beam_size", beam_size)
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
             or not length_penalty >= 0 or math.isinf(length_penalty):

@@ -33,8 +33,10 @@ from typing import Hashable, Sequence
 
 from torch import Tensor
 
-from ._validate import (check_floating, check_index_range, check_index_vector, check_size,
-                        check_tensor, shape_str, value_range)
+import torch
+
+from ._validate import (check_flag, check_floating, check_index_range, check_index_vector,
+                        check_size, check_tensor, shape_str, value_checks_enabled, value_range)
 
 __all__ = [
     "bleu", "classification_accuracy", "corpus_bleu", "exact_match",
@@ -136,6 +138,7 @@ def corpus_bleu(predictions: Sequence[Sequence[Hashable]],
         raise ValueError(f"predictions and references must have the same length, got "
                          f"{len(predictions)} predictions and {len(references)} references")
     check_size("max_n", max_n)
+    check_flag("smooth", smooth)
     for i, (pred, ref) in enumerate(zip(predictions, references)):
         _check_token_list(f"predictions[{i}]", pred)
         _check_token_list(f"references[{i}]", ref)
@@ -198,9 +201,9 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: in
     """ECE: ``Σ_bins (n_bin / n) · |accuracy in the bin − mean confidence in the bin|``.
 
     ``confidence (n,)`` is the probability a model gives to its prediction, ``correct (n,)``
-    whether the prediction was right; bins split [0, 1] into ``num_bins`` equal parts
-    (Guo et al., 2017, "On calibration of modern neural networks", eq. 3). 0 for a model
-    whose confidence is, in every bin, its accuracy.
+    whether the prediction was right (booleans, or numbers 0 and 1); bins split [0, 1] into
+    ``num_bins`` equal parts (Guo et al., 2017, "On calibration of modern neural networks",
+    eq. 3). 0 for a model whose confidence is, in every bin, its accuracy.
     """
     check_tensor("confidence", confidence)
     check_tensor("correct", correct)
@@ -210,6 +213,9 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: in
     if confidence.numel() == 0:
         raise ValueError("need at least one prediction")
     check_floating("confidence", confidence)  # probabilities
+    if correct.is_complex():
+        raise TypeError(f"correct must hold booleans (or 0 and 1), got dtype {correct.dtype} "
+                        f"with shape {shape_str(correct)}")
     check_size("num_bins", num_bins)
     bounds = value_range(confidence)
     if bounds is not None:
@@ -217,6 +223,12 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, num_bins: in
         # probabilities computed in float32 may overshoot 1 by a rounding error; a NaN fails
         if not 0.0 <= lo <= hi <= 1.0 + 1e-6:
             raise ValueError(f"confidence must lie in [0, 1], got values from {lo} to {hi}")
+    if correct.dtype != torch.bool and value_checks_enabled(correct) \
+            and not bool(((correct == 0) | (correct == 1)).all()):
+        bad = correct[(correct != 0) & (correct != 1)]
+        raise ValueError(f"correct must hold booleans or the numbers 0 and 1 (right or wrong), "
+                         f"got {bad[:5].tolist()} among its values, dtype {correct.dtype}, "
+                         f"shape {shape_str(correct)}")
     confidence, correct = confidence.double(), correct.double()
     bins = (confidence * num_bins).long().clamp(0, num_bins - 1)  # confidence 1.0 -> last bin
     ece = 0.0
@@ -293,6 +305,14 @@ def _span_args(pred_start, pred_end, start, end, tokens) -> list[list[int]]:
             bound = "be >= 0" if upper is None else \
                 f"lie in [0, {upper}) (the length of tokens, shape {shape_str(tokens)})"
             raise ValueError(f"{name} must {bound}, got values from {lo} to {hi}")
+    for first, last, (s, e) in (("pred_start", "pred_end", positions[:2]),
+                                ("start", "end", positions[2:])):
+        reversed_rows = [b for b in range(len(s)) if e[b] < s[b]]
+        if reversed_rows:  # (inclusive) spans end at or after their start
+            b = reversed_rows[0]
+            raise ValueError(f"{last} must be >= {first} (spans are inclusive [start, end]), "
+                             f"got {first}={s[b]} and {last}={e[b]} in row {b} "
+                             f"({len(reversed_rows)} reversed span(s) of {len(s)})")
     return positions
 
 
@@ -312,8 +332,9 @@ def span_exact_match(pred_start: Tensor, pred_end: Tensor, start: Tensor, end: T
     """SQuAD's exact match: the fraction of predicted spans equal to the answer.
 
     Args:
-        pred_start, pred_end: ``(B,)`` predicted first and last positions (inclusive).
-        start, end: ``(B,)`` the answers' first and last positions.
+        pred_start, pred_end: ``(B,)`` predicted first and last positions (inclusive;
+            ``pred_end >= pred_start``, as :func:`~qkvcourse.finetune.best_spans` ensures).
+        start, end: ``(B,)`` the answers' first and last positions (``end >= start``).
         tokens: ``(B, T)`` token ids; if given, spans are compared by their tokens (as
             SQuAD compares texts: the same words elsewhere count), otherwise by position.
     """

@@ -35,8 +35,9 @@ import time
 import torch
 from torch import Tensor
 
+from ._validate import check_flag, check_size, check_sizes
 from .attention import attention_backend, scaled_dot_product_attention
-from .utils import synchronize
+from .utils import _check_device, synchronize
 
 PATHS = ("explicit", "fused")
 MODES = ("forward", "forward+backward")
@@ -49,8 +50,9 @@ def steady_timing(device: torch.device | str = "cpu"):
     Multi-threaded CPU timings jump around with whatever else runs on a small or shared
     machine; one thread gives steadier numbers. The previous thread count is restored.
     """
+    device = _check_device("device", device)
     threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
+    if device.type == "cpu":
         torch.set_num_threads(1)
     try:
         yield
@@ -88,7 +90,8 @@ def clock(device: torch.device | str = "cpu"):
     one thread it equals the wall-clock time). On a GPU the work happens on the device, so the
     wall clock (``time.perf_counter``) is read, after synchronising.
     """
-    return time.process_time if torch.device(device).type == "cpu" else time.perf_counter
+    return time.process_time if _check_device("device", device).type == "cpu" \
+        else time.perf_counter
 
 
 def time_call(fn, *, repeat: int = 5, warmup: int = 1,
@@ -98,6 +101,10 @@ def time_call(fn, *, repeat: int = 5, warmup: int = 1,
     The fastest run, not the median: interruptions only ever add time, so the minimum is the
     steadiest estimate of what the call itself costs.
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (fn() is timed), got {type(fn).__name__}")
+    check_size("repeat", repeat)
+    check_size("warmup", warmup, minimum=0)
     tick = clock(device)
     for _ in range(warmup):
         fn()
@@ -114,7 +121,13 @@ def time_call(fn, *, repeat: int = 5, warmup: int = 1,
 def time_attention(path: str, n: int, *, backward: bool = False, batch: int = 1, heads: int = 2,
                    head_dim: int = 64, device: torch.device | str = "cpu", repeat: int = 5,
                    warmup: int = 1) -> float:
-    """Seconds of one :func:`attention_step` on random inputs of length ``n`` (:func:`time_call`)."""
+    """Seconds of one :func:`attention_step` on random inputs of length ``n``
+    (:func:`time_call`)."""
+    _check_path(path)
+    check_sizes(n=n, batch=batch, heads=heads, head_dim=head_dim)
+    check_flag("backward", backward)
+    check_size("repeat", repeat)
+    check_size("warmup", warmup, minimum=0)
     q, k, v = _inputs(n, batch, heads, head_dim, device, backward)
     return time_call(lambda: attention_step(path, q, k, v, backward), repeat=repeat,
                      warmup=warmup, device=device)
@@ -208,11 +221,10 @@ def peak_attention_memory(configs, *, batch: int = 1, heads: int = 2, head_dim: 
     its peak resident memory (:func:`peak_rss_bytes`) before and after the step. On Apple's MPS
     the step is measured on the CPU in the same way.
     """
+    configs = _check_configs(configs)
+    check_sizes(batch=batch, heads=heads, head_dim=head_dim)
     configs = [(path, int(n)) for path, n in configs]
-    for path, _ in configs:
-        if path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    device = torch.device(device)
+    device = _check_device("device", device)
     if device.type == "cuda":
         return _peak_memory_cuda(configs, batch, heads, head_dim, device)
     if device.type not in ("cpu", "mps"):
@@ -221,17 +233,49 @@ def peak_attention_memory(configs, *, batch: int = 1, heads: int = 2, head_dim: 
     return _peak_memory_cpu(configs, batch, heads, head_dim)
 
 
+def _check_path(path, name: str = "path") -> None:
+    if not isinstance(path, str) or path not in PATHS:
+        raise ValueError(f"{name} must be one of {PATHS}, got {path!r}")
+
+
+def _check_configs(configs) -> list:
+    """A list of ``(path, n)`` pairs; returned as a list (a generator is read once)."""
+    if isinstance(configs, (str, bytes)) or not hasattr(type(configs), "__iter__"):
+        raise TypeError(f"configs must be a list of (path, n) pairs, got "
+                        f"{type(configs).__name__}")
+    configs = list(configs)
+    for i, config in enumerate(configs):
+        if not (isinstance(config, (tuple, list)) and len(config) == 2):
+            raise ValueError(f"configs[{i}] must be a pair (path, n), got {config!r}")
+        _check_path(config[0], f"configs[{i}] path")
+        check_size(f"configs[{i}] n", config[1])
+    return configs
+
+
+def _check_points(name: str, values) -> list[float]:
+    if isinstance(values, (str, bytes)) or not hasattr(type(values), "__iter__"):
+        raise TypeError(f"{name} must be a list of numbers, got {type(values).__name__}")
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a list of numbers, got {values!r}"[:200]) from None
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:  # (they are put on log axes)
+        raise ValueError(f"power_law_fit needs positive finite {name} (they are put on log "
+                         f"axes), got {bad[:5]} among {name}")
+    return values
+
+
 def power_law_fit(xs, ys) -> tuple[float, float]:
     """Fit ``y ≈ c · x**a`` by least squares on ``log y`` against ``log x``; returns ``(a, c)``.
 
     On log–log axes a power law is a straight line whose slope is the exponent: ``a ≈ 2``
     means "doubling x multiplies y by about 4". Every x and y must be positive.
     """
-    xs, ys = [float(x) for x in xs], [float(y) for y in ys]
+    xs, ys = _check_points("xs", xs), _check_points("ys", ys)
     if len(xs) != len(ys) or len(xs) < 2:
-        raise ValueError("power_law_fit needs at least two (x, y) pairs of equal length")
-    if min(xs) <= 0 or min(ys) <= 0:
-        raise ValueError("power_law_fit needs positive x and y (they are put on log axes)")
+        raise ValueError(f"power_law_fit needs at least two (x, y) pairs of equal length, got "
+                         f"{len(xs)} xs and {len(ys)} ys")
     lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
     sxx = sum((x - mx) ** 2 for x in lx)

@@ -11,11 +11,18 @@ paper (Vaswani et al., 2017, section 5.3).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from ._validate import check_size, check_sizes
+
+
+def _check_optimizer(optimizer) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
 
 
 def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
@@ -44,6 +51,7 @@ def transformer_schedule(optimizer: torch.optim.Optimizer, d_model: int,
     Returns:
         A ``LambdaLR``; its ``get_last_lr()`` is the rate of the next optimiser step.
     """
+    _check_optimizer(optimizer)
     check_sizes(d_model=d_model, warmup_steps=warmup_steps)
 
     def factor(scheduler_steps: int) -> float:
@@ -75,11 +83,14 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
     Returns:
         A ``LambdaLR``, to be stepped once per optimiser step.
     """
+    _check_optimizer(optimizer)
     check_size("warmup_steps", warmup_steps, minimum=0)
-    if not isinstance(total_steps, int) or total_steps <= warmup_steps:
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) \
+            or total_steps <= warmup_steps:
         raise ValueError(f"total_steps must be an integer > warmup_steps ({warmup_steps}), "
                          f"got {total_steps!r}")
-    if not 0.0 <= min_ratio <= 1.0:
+    if isinstance(min_ratio, bool) or not isinstance(min_ratio, numbers.Real) \
+            or not 0.0 <= min_ratio <= 1.0:  # (a NaN fails the comparison)
         raise ValueError(f"min_ratio must lie in [0, 1], got {min_ratio!r}")
 
     def factor(scheduler_steps: int) -> float:

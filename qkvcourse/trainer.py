@@ -85,6 +85,7 @@ import dataclasses
 import gc
 import importlib.util
 import math
+import numbers
 import os
 import random
 import sys
@@ -100,10 +101,10 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as ddp_utils
-from ._validate import check_size, shape_str, value_checks_enabled
+from ._validate import check_flag, check_size, shape_str, value_checks_enabled
 from .callbacks import Callback, _in_notebook
 from .multihead import clip_gradients, gradient_plan
-from .utils import get_device, seed_everything
+from .utils import _check_device, _check_seed, get_device, seed_everything
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DISTRIBUTED = ("auto", "on", "off")
@@ -141,16 +142,26 @@ class TrainerConfig:
                                            or not isinstance(self.max_steps, int)
                                            or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or an integer >= 1, got {self.max_steps!r}")
-        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
-            raise ValueError(f"grad_clip_norm must be None or > 0, got {self.grad_clip_norm!r}")
-        if self.precision not in PRECISIONS:
+        clip = self.grad_clip_norm
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real)
+                                 or not math.isfinite(clip) or not clip > 0):
+            raise ValueError(f"grad_clip_norm must be None or > 0, got {clip!r} (a finite "
+                             f"number, the largest global gradient norm; None: no clipping)")
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_flag("compile", self.compile)
+        if self.device is not None:
+            _check_device("device", self.device)
+        _check_seed("seed", self.seed)
         check_size("log_every", self.log_every)
-        if self.progress not in ("auto", True, False):
+        if not (isinstance(self.progress, bool) or
+                (isinstance(self.progress, str) and self.progress == "auto")):
             raise ValueError(f"progress must be 'auto', True or False, got {self.progress!r}")
-        if self.distributed not in DISTRIBUTED:
+        check_flag("eval_every_epoch", self.eval_every_epoch)
+        if not isinstance(self.distributed, str) or self.distributed not in DISTRIBUTED:
             raise ValueError(f"distributed must be one of {DISTRIBUTED}, "
                              f"got {self.distributed!r}")
+        check_flag("find_unused_parameters", self.find_unused_parameters)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +174,7 @@ def move_to_device(batch: Any, device: torch.device | str) -> Any:
     Anything that is not a tensor (strings, numbers, ``None``) is returned as it is, and
     the containers keep their types.
     """
-    device = torch.device(device)
+    device = _check_device("device", device)
     if isinstance(batch, Tensor):
         # non_blocking overlaps the copy with compute when the loader pins memory
         return batch.to(device, non_blocking=device.type == "cuda")
@@ -249,11 +260,23 @@ class Trainer:
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), "
                             f"got {type(loss_fn).__name__}")
+        _check_loader("train_loader", train_loader)
+        if val_loader is not None:
+            _check_loader("val_loader", val_loader)
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be None (AdamW) or a torch.optim.Optimizer, got "
+                            f"{type(optimizer).__name__}: {optimizer!r}"[:200])
+        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+            raise TypeError(f"scheduler must be None or a learning-rate scheduler with a step() "
+                            f"method, got {type(scheduler).__name__}")
+        if config is not None and not isinstance(config, TrainerConfig):
+            raise TypeError(f"config must be None or a TrainerConfig, got "
+                            f"{type(config).__name__}; write config=TrainerConfig(...)")
         self.config = TrainerConfig() if config is None else config
         self.model, self.loss_fn = model, loss_fn
         self.train_loader, self.val_loader = train_loader, val_loader
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.callbacks = list(callbacks)
+        self.callbacks = _check_callbacks(callbacks)
         self.step, self.epoch = 0, 0
         self.should_stop = False
         self.last_grad_norm: Tensor | None = None
@@ -445,12 +468,21 @@ class Trainer:
                               enabled=self.autocast_dtype is not None)
 
     def _loss(self, batch: Any, fn=None, model: nn.Module | None = None) -> Tensor:
+        """``loss_fn`` (or ``fn``, a metric of :meth:`evaluate`) on one batch, checked by
+        dtype and shape only (no value is read here)."""
+        name = "loss_fn" if fn is None else "fn"
         loss = (fn or self.loss_fn)(self.train_model if model is None else model, batch)
         if not isinstance(loss, Tensor):
-            raise TypeError(f"loss_fn must return a tensor, got {type(loss).__name__}")
+            raise TypeError(f"{name} must return a tensor, got {type(loss).__name__}")
         if loss.dim() != 0:
-            raise ValueError(f"loss_fn must return a 0-dim (scalar) loss, got shape "
+            raise ValueError(f"{name} must return a 0-dim (scalar) tensor, got shape "
                              f"{shape_str(loss)}; reduce it, e.g. with .mean()")
+        if fn is None and not loss.is_floating_point():
+            raise TypeError(f"loss_fn must return a floating-point 0-dim loss (it is "
+                            f"differentiated), got dtype {loss.dtype} with shape "
+                            f"{shape_str(loss)}")
+        if loss.is_complex():
+            raise TypeError(f"{name} must return a real tensor, got dtype {loss.dtype}")
         return loss
 
     # -- training ------------------------------------------------------------------------------
@@ -473,6 +505,7 @@ class Trainer:
             distributed run the losses are means over all ranks.
         """
         if resume_from is not None:
+            _check_path("resume_from", resume_from)
             self.load_checkpoint(resume_from)
         elif self.step == 0 and self.epoch == 0:
             # Each rank its own stream (dropout masks differ between ranks); the data order
@@ -683,14 +716,21 @@ class Trainer:
         repeat a few examples to make the shards equal. A loader that is not sharded
         gives the same mean on every rank, hence the same result.
         """
+        _check_loader("loader", loader)
+        if fn is not None and not callable(fn):
+            raise TypeError(f"fn must be None (the loss) or callable as fn(model, batch), "
+                            f"got {type(fn).__name__}")
         was_training = self.model.training
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         examples = 0
         try:
-            for batch in loader:
+            for index, batch in enumerate(loader):
                 batch = move_to_device(batch, self.device)
                 size = batch_size_of(batch)
+                if size == 0:  # as in training: an empty batch would give a NaN mean
+                    raise ValueError(f"loader yielded an empty batch (no examples) as batch "
+                                     f"{index + 1} to evaluate")
                 with self._autocast():
                     value = self._loss(batch, fn, model=self.eval_model)
                 total += value.detach().double() * size
@@ -738,6 +778,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from Trainer.state_dict(), got "
+                            f"{type(state).__name__}")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a qkvcourse trainer checkpoint (format {state.get('format')!r},"
                              f" expected {CHECKPOINT_FORMAT!r})")
@@ -780,6 +823,7 @@ class Trainer:
         the others return at once, so a rank that reads the file should wait for rank
         0 first, e.g. with ``torch.distributed.barrier()``.
         """
+        _check_path("path", path)
         if not self.is_main_process:
             return
         path = os.fspath(path)
@@ -801,6 +845,7 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (the trainer must have
         the same kind of model, optimiser and scheduler)."""
+        _check_path("path", path)
         state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         self.load_state_dict(state)
 
@@ -820,6 +865,40 @@ def _close_trainers_at_exit() -> None:
         trainer._release_ddp()
     for trainer in trainers:
         trainer.close()
+
+
+def _check_loader(name: str, loader: Any) -> None:
+    """A loader is anything a ``for`` loop reads batches from (a ``DataLoader``, a list)."""
+    if loader is None or isinstance(loader, (str, bytes, dict)) or not (
+            hasattr(type(loader), "__iter__") or hasattr(type(loader), "__getitem__")):
+        raise TypeError(f"{name} must be an iterable of batches (e.g. a DataLoader), got "
+                        f"{type(loader).__name__}")
+
+
+_HOOKS = ("on_fit_start", "on_train_batch_end", "on_epoch_end", "on_fit_end")
+
+
+def _check_callbacks(callbacks: Any) -> list:
+    """A list of :class:`Callback` objects (or objects with all of its hooks)."""
+    if isinstance(callbacks, Callback) or isinstance(callbacks, (str, bytes, dict)) \
+            or not hasattr(type(callbacks), "__iter__"):
+        hint = " (wrap it in a list: callbacks=[...])" if isinstance(callbacks, Callback) else ""
+        raise TypeError(f"callbacks must be a list of Callback objects, got "
+                        f"{type(callbacks).__name__}{hint}")
+    callbacks = list(callbacks)
+    for i, callback in enumerate(callbacks):
+        missing = [h for h in _HOOKS if not callable(getattr(callback, h, None))]
+        if missing:
+            raise TypeError(f"callbacks[{i}] must be a Callback (qkvcourse.callbacks), got "
+                            f"{type(callback).__name__}: {callback!r}"[:200]
+                            + f"; it lacks {', '.join(missing)}")
+    return callbacks
+
+
+def _check_path(name: str, path: Any) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got "
+                        f"{type(path).__name__}: {path!r}"[:200])
 
 
 def _empty_history() -> dict[str, list]:

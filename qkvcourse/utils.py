@@ -9,6 +9,31 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._validate import check_size, check_tensor
+
+_MAX_SEED = 2 ** 32 - 1  # NumPy's legacy seeding takes 0 .. 2**32 - 1
+
+
+def _check_device(name: str, device) -> torch.device:
+    """A device: a ``torch.device`` or a string such as ``"cpu"`` or ``"cuda:0"``."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', or a "
+                        f"torch.device, got {type(device).__name__}: {device!r}"[:200])
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:0', "
+                         f"got {device!r}") from None
+
+
+def _check_seed(name: str, seed) -> None:
+    check_size(name, seed, minimum=0)
+    if seed > _MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1] (NumPy's seeds), "
+                         f"got {seed!r}")
+
 
 def get_device(prefer: str | None = None) -> torch.device:
     """CUDA if available, then Apple MPS, then CPU.
@@ -16,9 +41,13 @@ def get_device(prefer: str | None = None) -> torch.device:
     ``prefer`` (or the environment variable ``QKV_DEVICE``) forces a device, e.g.
     ``"cpu"`` to reproduce the book's CPU outputs on a GPU machine.
     """
-    choice = prefer or os.environ.get("QKV_DEVICE")
+    if prefer is not None and not isinstance(prefer, (str, torch.device)):
+        _check_device("prefer", prefer)
+    if prefer:
+        return _check_device("prefer", prefer)
+    choice = os.environ.get("QKV_DEVICE")
     if choice:
-        return torch.device(choice)
+        return _check_device("the environment variable QKV_DEVICE", choice)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -39,7 +68,10 @@ def available_devices() -> list[torch.device]:
 
 
 def seed_everything(seed: int = 0) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) so a chapter's outputs repeat."""
+    """Seed Python, NumPy and PyTorch (all devices) so a chapter's outputs repeat.
+
+    ``seed`` is an integer in ``[0, 2**32 - 1]``, the seeds NumPy accepts."""
+    _check_seed("seed", seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators
@@ -47,16 +79,19 @@ def seed_everything(seed: int = 0) -> None:
 
 def check_shape(tensor: Tensor, shape: tuple[int, ...], name: str = "tensor") -> None:
     """Assert a tensor's shape in the text of a chapter, with a readable message."""
+    check_tensor(name, tensor)
     if tuple(tensor.shape) != tuple(shape):
         raise AssertionError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
 
 
 def num_parameters(module: nn.Module) -> int:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     return sum(p.numel() for p in module.parameters())
 
 
 def synchronize(device: torch.device | str) -> None:
-    device = torch.device(device)
+    device = _check_device("device", device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -65,6 +100,11 @@ def synchronize(device: torch.device | str) -> None:
 
 def time_function(fn, *, repeat: int = 5, warmup: int = 2, device="cpu") -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeat`` runs, after ``warmup`` runs."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (fn() is timed), got {type(fn).__name__}")
+    check_size("repeat", repeat)
+    check_size("warmup", warmup, minimum=0)
+    _check_device("device", device)
     for _ in range(warmup):
         fn()
     synchronize(device)
