@@ -264,7 +264,9 @@ class MultiHeadAttention(nn.Module):
         return self.attention.attention_weights
 
     def _check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor,
-                      valid_lens: Tensor | None, attn_mask: Tensor | None) -> None:
+                      valid_lens: Tensor | None, attn_mask: Tensor | None,
+                      is_causal: bool = False, need_weights: bool | None = None) -> None:
+        _check_flags(is_causal, need_weights)
         for name, t, layer in (("queries", queries, self.W_q), ("keys", keys, self.W_k),
                                ("values", values, self.W_v)):
             check_tensor(name, t, ndim=3)
@@ -297,8 +299,7 @@ class MultiHeadAttention(nn.Module):
     def forward(self, queries: Tensor, keys: Tensor, values: Tensor,
                 valid_lens: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool | None = None) -> Tensor:
-        self._check_inputs(queries, keys, values, valid_lens, attn_mask)
-        _check_flags(is_causal, need_weights)
+        self._check_inputs(queries, keys, values, valid_lens, attn_mask, is_causal, need_weights)
         return self.attend(queries, keys, values, valid_lens, attn_mask, is_causal, need_weights)
 
     def attend(self, queries: Tensor, keys: Tensor, values: Tensor,

@@ -17,16 +17,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_dropout, check_floating, check_real, check_size, check_tensor, shape_str
+from ._validate import (check_dropout, check_floating, check_real, check_size, check_tensor,
+                        shape_str)
 
 
 def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> Tensor:
     """``(max_len, N)`` table P with P[i, 2j] = sin(i/base^(2j/N)), P[i, 2j+1] = cos(same)."""
-    check_size("max_len", max_len)
-    check_size("num_hiddens", num_hiddens)
-    _check_base(base)
-    if num_hiddens % 2:
-        raise ValueError(f"num_hiddens must be even for sinusoidal encodings, got {num_hiddens}")
+    _check_table_args(max_len, num_hiddens, base)
     positions = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
     # i / base^(2j/N) as written (a division, as d2l computes it, so the two tables agree
     # bit for bit; multiplying by base^(-2j/N) instead differs by float32 rounding, ~6e-5)
@@ -36,6 +33,14 @@ def sinusoidal_table(max_len: int, num_hiddens: int, base: float = 10000.0) -> T
     table[:, 0::2] = torch.sin(angles)
     table[:, 1::2] = torch.cos(angles)
     return table
+
+
+def _check_table_args(max_len, num_hiddens, base) -> None:
+    check_size("max_len", max_len)
+    check_size("num_hiddens", num_hiddens)
+    _check_base(base)
+    if num_hiddens % 2:
+        raise ValueError(f"num_hiddens must be even for sinusoidal encodings, got {num_hiddens}")
 
 
 def _check_base(base) -> None:
