@@ -58,7 +58,8 @@ from torch import Tensor, nn
 from ._aliases import field_aliases
 from ._validate import (check_dim_match, check_dropout, check_flag, check_floating, check_hidden,
                         check_index_dtype, check_index_range, check_lengths, check_max_len,
-                        check_size, check_sizes, check_tensor, check_tokens, shape_str)
+                        check_nonempty, check_size, check_sizes, check_tensor, check_tokens,
+                        shape_str)
 # Re-exported: the grader's rules and the exercise sheets name qkvcourse.bert.mask_tokens and
 # qkvcourse.bert.get_tokens_and_segments, and chapter 10 reads the next-sentence labels
 # IS_NEXT / NOT_NEXT (NextSentencePred's classes) from here; all live with the pretraining data.
@@ -301,6 +302,7 @@ class BERTModel(nn.Module):
         ``encoded_X (B, T, N)`` -> ``(B, N)``.
         """
         check_hidden("encoded_X", encoded_X, self.encoder.num_hiddens)
+        check_nonempty("encoded_X", encoded_X, 1, "sequence (it has no [CLS] position)")
         return self.hidden(encoded_X[:, 0, :])  # (B, N)
 
     def forward(self, tokens: Tensor, segments: Tensor, valid_lens: Tensor | None = None,
@@ -382,6 +384,8 @@ class BERTConfig:
 
 def make_bert(config: BERTConfig) -> BERTModel:
     """A :class:`BERTModel` built from ``config``."""
+    if not isinstance(config, BERTConfig):
+        raise TypeError(f"config must be a BERTConfig, got {type(config).__name__}")
     c = config
     return BERTModel(c.vocab_size, c.d_model, c.ffn_num_hiddens, c.num_heads, c.num_layers,
                      c.dropout, c.max_len, num_segments=c.num_segments, activation=c.activation,

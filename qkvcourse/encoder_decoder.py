@@ -48,14 +48,20 @@ class Decoder(nn.Module):
 
 def map_state(state: Any, fn) -> Any:
     """Apply ``fn`` to every tensor of a nested tuple / list / dict, keeping the structure."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (Tensor -> Tensor), got {type(fn).__name__}")
+    return _map_state(state, fn)
+
+
+def _map_state(state: Any, fn) -> Any:
     if isinstance(state, Tensor):
         return fn(state)
     if isinstance(state, tuple) and hasattr(state, "_fields"):  # a NamedTuple
-        return type(state)(*(map_state(s, fn) for s in state))
+        return type(state)(*(_map_state(s, fn) for s in state))
     if isinstance(state, (list, tuple)):
-        return type(state)(map_state(s, fn) for s in state)
+        return type(state)(_map_state(s, fn) for s in state)
     if isinstance(state, dict):
-        return {k: map_state(v, fn) for k, v in state.items()}
+        return {k: _map_state(v, fn) for k, v in state.items()}
     return state
 
 

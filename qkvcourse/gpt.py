@@ -211,6 +211,8 @@ class GPTBlock(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         c = config
         self.d_model = c.d_model
         self.addnorm1 = Residual(c.d_model, c.dropout, norm_first=True, eps=c.layer_norm_eps)

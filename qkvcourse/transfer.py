@@ -35,6 +35,10 @@ def char_token_map(vocab, tokenizer) -> list[int]:
     """For each id of the task vocabulary ``vocab``, the id of the same character in the
     pretraining ``tokenizer`` (a :class:`~qkvcourse.data.text.CharTokenizer`), or -1 for a
     token that is not one of its characters (``<start>``, ``<pad>``, ...): a new row."""
+    for name, obj, attr in (("vocab", vocab, "idx_to_token"), ("tokenizer", tokenizer, "chars")):
+        if not hasattr(obj, attr):
+            raise TypeError(f"{name} must be a {'Vocab' if name == 'vocab' else 'CharTokenizer'} "
+                            f"(with .{attr}), got {type(obj).__name__}")
     out = []
     for token in vocab.idx_to_token:
         known = isinstance(token, str) and len(token) == 1 and token in tokenizer.chars

@@ -663,6 +663,8 @@ class TransformerConfig:
 
 def make_transformer(config: TransformerConfig) -> EncoderDecoder:
     """``EncoderDecoder(TransformerEncoder, TransformerDecoder)`` built from ``config``."""
+    if not isinstance(config, TransformerConfig):
+        raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
     c = config
     encoder = TransformerEncoder(c.src_vocab_size, c.d_model, c.ffn_num_hiddens, c.num_heads,
                                  c.num_enc_layers, c.dropout, c.bias, max_len=c.max_len,

@@ -791,10 +791,21 @@ class TestConstructionArguments:
         (lambda: qc.TransformerConfig(10, 10, norm_first="yes"), TypeError,
          ("norm_first", "'yes'")),
         (lambda: qc.EncoderDecoder(None, None), TypeError, ("encoder", "NoneType")),
+        (lambda: qc.make_transformer({"src_vocab_size": 5}), TypeError, ("config", "dict")),
+        (lambda: qc.make_bert({"vocab_size": 5}), TypeError, ("config", "dict")),
+        (lambda: qc.GPTBlock({"d_model": 8}), TypeError, ("config", "dict")),
+        (lambda: qc.map_state((torch.zeros(1),), None), TypeError, ("fn", "NoneType")),
+        (lambda: qc.transfer.char_token_map(None, None), TypeError, ("vocab", "NoneType")),
+        (lambda: qc.Vocab(["a"]).encode(None), TypeError, ("tokens", "NoneType")),
     ])
     def test_refused_at_construction(self, build, exc, fragments):
         with raises(exc, *fragments):
             build()
+
+    def test_pooling_an_empty_sequence(self):
+        bert = qc.make_bert(qc.BERTConfig(12, d_model=8, ffn_num_hiddens=16, num_layers=1))
+        with raises(ValueError, "encoded_X", "(2, 0, 8)"):
+            bert.pool(torch.zeros(2, 0, 8))
 
     def test_negative_epsilon_no_longer_gives_an_all_nan_bert(self):
         # Before: make_bert(BERTConfig(..., layer_norm_eps=-1)) built, and its encoding was NaN

@@ -170,6 +170,8 @@ class Vocab:
         if isinstance(tokens, str):
             raise TypeError(f"tokens must be a list of tokens, got the string {tokens[:30]!r}; "
                             "tokenise it first (e.g. list(text) or text.split())")
+        if not isinstance(tokens, Iterable):
+            raise TypeError(f"tokens must be a list of tokens, got {type(tokens).__name__}")
         ids = self[list(tokens)]
         return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
 
