@@ -235,11 +235,11 @@ def check_index_dtype(name: str, x: Tensor, what: str = "ids, positions or label
 
 
 def check_index_vector(name: str, ids, batch_size: int | None = None,
-                       what: str = "one per batch row") -> None:
-    """A ``(B,)`` int64 or int32 tensor (labels, positions, row numbers), ``B = batch_size`` if
-    given. (Narrower integers are refused: ``gather`` and ``cross_entropy`` reject them.)"""
+                       what: str = "one per batch row", *, indexes: bool = False) -> None:
+    """A ``(B,)`` integer tensor (labels, positions, row numbers), ``B = batch_size`` if given;
+    with ``indexes`` (it will index: ``gather``, ``cross_entropy`` targets) int64 or int32."""
     check_tensor(name, ids, ndim=1)
-    check_index_dtype(name, ids, what)
+    (check_index_dtype if indexes else check_integer)(name, ids, what)
     if batch_size is not None and ids.shape[0] != batch_size:
         raise ValueError(f"{name} must have shape ({batch_size},) ({what}), got "
                          f"shape {shape_str(ids)}")
@@ -304,9 +304,31 @@ def check_int_pair(name: str, value, lo: int, hi: int) -> None:
 
 
 def check_flag(name: str, value) -> None:
-    """A switch: ``True`` or ``False``, not any object that happens to be truthy."""
-    if not isinstance(value, bool):
+    """A switch: ``True`` or ``False`` (or a NumPy bool), not any object that happens to be
+    truthy."""
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+    if not (isinstance(value, bool) or numpy_bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+MAX_SEED = 2 ** 32 - 1  # NumPy's legacy seeding takes 0 .. 2**32 - 1
+
+
+def check_seed(name: str, seed) -> None:
+    """A seed for ``random``, NumPy and torch alike: an integer (``TypeError`` for a float, bool
+    or str) in ``[0, 2**32 - 1]``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an integer seed, got {type(seed).__name__}: {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1] (NumPy's seeds), "
+                         f"got {seed!r}")
+
+
+def check_path(name: str, path) -> None:
+    """A file path: a ``str`` or an ``os.PathLike``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got "
+                        f"{type(path).__name__}: {path!r}"[:200])
 
 
 def check_real(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
@@ -327,8 +349,8 @@ def check_real(name: str, value, *, minimum: float | None = None, maximum: float
 
 
 def check_dropout(name: str, p) -> None:
-    """A dropout probability: a number in ``[0, 1)``."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+    """A dropout probability: a real number (NumPy's too) in ``[0, 1)``."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
         raise ValueError(f"{name} must lie in [0, 1), got {p!r}")
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import Tensor
 
-from ._validate import check_flag, check_real, check_size
+from ._validate import check_flag, check_path, check_real, check_size
 
 if TYPE_CHECKING:  # only for the annotations: the trainer imports this module
     from .trainer import Trainer
@@ -263,9 +263,7 @@ class Checkpoint(Callback):
     """
 
     def __init__(self, path: str | os.PathLike, every: int = 1):
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a file path (str or os.PathLike), got "
-                            f"{type(path).__name__}: {path!r}")
+        check_path("path", path)
         check_size("every", every)
         self.path, self.every = os.fspath(path), every
         self.saved: list[str] = []

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from ._validate import check_flag, check_size
+from ._validate import check_flag, check_seed, check_size
 
 # what torchrun sets; together they say how to reach the other processes
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -204,8 +204,7 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
         A ``DataLoader`` whose ``sampler`` is the ``DistributedSampler`` or ``ShardSampler``.
     """
     check_size("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    check_seed("seed", seed)
     for name, flag in (("shuffle", shuffle), ("drop_last", drop_last),
                        ("even_shards", even_shards)):
         check_flag(name, flag)

@@ -40,8 +40,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ._validate import (check_dropout, check_flag, check_index_range, check_index_vector,
-                        check_lengths, check_nonempty, check_real, check_size, check_tensor,
-                        check_token_ids, shape_str)
+                        check_lengths, check_nonempty, check_real, check_seed, check_size,
+                        check_tensor, check_token_ids, shape_str)
 from .bert import BERTModel
 from .data.bert_pretraining import get_tokens_and_segments
 from .data.tasks import CLS, DELIM, EXTRACT, SEP, START
@@ -151,7 +151,7 @@ def make_loader(tensors: Sequence[Tensor], batch_size: int = 32, shuffle: bool =
                              f"{shape_str(t)}")
     check_size("batch_size", batch_size)
     check_flag("shuffle", shuffle)
-    check_size("seed", seed, minimum=None)
+    check_seed("seed", seed)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, **kwargs)
@@ -339,7 +339,7 @@ def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> 
     idx, valid_lens, labels = batch
     check_tensor("idx", idx, ndim=2)
     check_nonempty("idx", idx)
-    check_index_vector("labels", labels, idx.shape[0])
+    check_index_vector("labels", labels, idx.shape[0], indexes=True)
     class_logits, lm_logits = model.forward_with_lm(idx, valid_lens)
     _check_labels(labels, class_logits)
     classification = F.cross_entropy(class_logits.float(), labels.long())
@@ -440,7 +440,7 @@ def bert_classification_loss(model: BERTClassifier, batch) -> Tensor:
     tokens, segments, valid_lens, labels = batch
     check_tensor("tokens", tokens, ndim=2)
     check_nonempty("tokens", tokens)
-    check_index_vector("labels", labels, tokens.shape[0])
+    check_index_vector("labels", labels, tokens.shape[0], indexes=True)
     logits = model(tokens, segments, valid_lens)  # (B, C)
     _check_labels(labels, logits)
     return F.cross_entropy(logits.float(), labels.long())

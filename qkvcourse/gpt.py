@@ -59,7 +59,9 @@ from .transformer import (ACTIVATIONS, CausalSelfAttention, KVCache, PositionWis
                           StackNeedWeights, check_eps)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
-MIN_TEMPERATURE = 1e-6  # the smallest positive sampling temperature generate accepts
+# Below this temperature generate shifts each row's logits by their maximum before dividing,
+# so that the division cannot overflow to inf (1e-45 would): the same softmax, other last bits
+TINY_TEMPERATURE = 1e-6
 
 
 
@@ -338,7 +340,7 @@ class GPT(nn.Module):
                ) -> tuple[Tensor, GPTCache]:
         """:meth:`_run` without its checks (``generate`` checks the prompt once)."""
         # The new tokens sit at positions P..P+T-1, so they take those position vectors
-        X = self.pos_embedding(self.token_embedding(idx), offset=P)  # (B, T, N)
+        X = self.pos_embedding.add(self.token_embedding(idx), offset=P)  # (B, T, N)
         present = []
         last = len(self.blks) - 1
         for layer, blk in enumerate(self.blks):
@@ -438,11 +440,9 @@ class GPT(nn.Module):
         check_tokens("idx", idx, self.config.vocab_size)
         check_size("max_new_tokens", max_new_tokens, minimum=0)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not math.isfinite(temperature) \
-                or not (temperature == 0 or temperature >= MIN_TEMPERATURE):
-            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy; a positive "
-                             f"one must be >= {MIN_TEMPERATURE}, or dividing the logits by it "
-                             f"overflows float32), got {temperature!r}")
+                or not (temperature >= 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), "
+                             f"got {temperature!r}")
         check_flag("do_sample", do_sample)
         check_flag("use_cache", use_cache)
         if top_k is not None:
@@ -475,6 +475,8 @@ class GPT(nn.Module):
                 if greedy:
                     next_id = logits.argmax(dim=-1)  # (B,)
                 else:
+                    if temperature < TINY_TEMPERATURE:  # the largest becomes 0: no overflow
+                        logits = logits - logits.amax(dim=-1, keepdim=True)
                     logits = logits / temperature
                     if top_k is not None:
                         logits = _top_k(logits, top_k)

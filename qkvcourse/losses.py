@@ -157,7 +157,8 @@ def bert_pretraining_loss(mlm_Y_hat: Tensor, nsp_Y_hat: Tensor, mlm_weights: Ten
                     ("mlm_weights", mlm_weights)):
         check_floating(name, t)
     check_token_ids("mlm_labels", mlm_labels)
-    check_index_vector("nsp_labels", nsp_labels, what="IS_NEXT or NOT_NEXT, one per example")
+    check_index_vector("nsp_labels", nsp_labels, what="IS_NEXT or NOT_NEXT, one per example",
+                       indexes=True)
     V = mlm_Y_hat.shape[-1]
     check_index_range("mlm_labels", mlm_labels, V,
                       f"the vocabulary of mlm_Y_hat, shape {shape_str(mlm_Y_hat)}")
@@ -199,7 +200,7 @@ def _check_span_logits(start_logits, end_logits) -> None:
 
 
 def _check_positions(name: str, positions, like: Tensor) -> None:
-    check_index_vector(name, positions, like.shape[0])
+    check_index_vector(name, positions, like.shape[0], indexes=True)
     check_index_range(name, positions, like.shape[1],
                       f"the sequence length, shape {shape_str(like)}")
 

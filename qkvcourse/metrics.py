@@ -305,14 +305,15 @@ def _span_args(pred_start, pred_end, start, end, tokens) -> list[list[int]]:
             bound = "be >= 0" if upper is None else \
                 f"lie in [0, {upper}) (the length of tokens, shape {shape_str(tokens)})"
             raise ValueError(f"{name} must {bound}, got values from {lo} to {hi}")
-    for first, last, (s, e) in (("pred_start", "pred_end", positions[:2]),
-                                ("start", "end", positions[2:])):
-        reversed_rows = [b for b in range(len(s)) if e[b] < s[b]]
-        if reversed_rows:  # (inclusive) spans end at or after their start
-            b = reversed_rows[0]
-            raise ValueError(f"{last} must be >= {first} (spans are inclusive [start, end]), "
-                             f"got {first}={s[b]} and {last}={e[b]} in row {b} "
-                             f"({len(reversed_rows)} reversed span(s) of {len(s)})")
+    # An answer ends at or after its start (spans are inclusive). A reversed *prediction* is
+    # allowed: it is an empty span, a wrong answer that scores 0
+    s, e = positions[2:]
+    reversed_rows = [b for b in range(len(s)) if e[b] < s[b]]
+    if reversed_rows:
+        b = reversed_rows[0]
+        raise ValueError(f"end must be >= start (answer spans are inclusive [start, end]), "
+                         f"got start={s[b]} and end={e[b]} in row {b} "
+                         f"({len(reversed_rows)} reversed answer span(s) of {len(s)})")
     return positions
 
 
@@ -333,7 +334,8 @@ def span_exact_match(pred_start: Tensor, pred_end: Tensor, start: Tensor, end: T
 
     Args:
         pred_start, pred_end: ``(B,)`` predicted first and last positions (inclusive;
-            ``pred_end >= pred_start``, as :func:`~qkvcourse.finetune.best_spans` ensures).
+            :func:`~qkvcourse.finetune.best_spans` gives ``pred_end >= pred_start``; a
+            reversed prediction is an empty span and scores 0).
         start, end: ``(B,)`` the answers' first and last positions (``end >= start``).
         tokens: ``(B, T)`` token ids; if given, spans are compared by their tokens (as
             SQuAD compares texts: the same words elsewhere count), otherwise by position.

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._validate import (check_floating, check_nonempty, check_real, check_size, check_sizes,
-                        check_tensor, shape_str, value_checks_enabled)
+from ._validate import (check_floating, check_nonempty, check_real, check_seed, check_size,
+                        check_sizes, check_tensor, shape_str, value_checks_enabled)
 from .masking import masked_softmax
 
 
@@ -204,7 +204,7 @@ def make_regression_data(n_train: int = 50, n_test: int = 100, noise: float = 0.
     """
     check_sizes(n_train=n_train, n_test=n_test)
     check_real("noise", noise, minimum=0.0, what="the standard deviation of the noise")
-    check_size("seed", seed, minimum=None)
+    check_seed("seed", seed)
     check_real("x_max", x_max, minimum=0.0, strict=True, what="inputs are drawn from [0, x_max]")
     g = torch.Generator().manual_seed(seed)
     x_train = torch.sort(torch.rand(n_train, generator=g) * x_max).values

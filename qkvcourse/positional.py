@@ -86,6 +86,10 @@ class PositionalEncoding(nn.Module):
         encode it at its true position.
         """
         _check_sequence(X, self.num_hiddens, self.max_len, offset)
+        return self.add(X, offset)
+
+    def add(self, X: Tensor, offset: int = 0) -> Tensor:
+        """:meth:`forward` without its checks, for models that have checked the positions."""
         return self.dropout(X + self.P[:, offset:offset + X.shape[1]].to(X.dtype))  # (B, T, N)
 
 
@@ -102,6 +106,10 @@ class LearnedPositionalEncoding(nn.Module):
     def forward(self, X: Tensor, offset: int = 0) -> Tensor:
         """``X (B, T, N)``; row t gets the vector of position ``offset + t``."""
         _check_sequence(X, self.num_hiddens, self.max_len, offset)
+        return self.add(X, offset)
+
+    def add(self, X: Tensor, offset: int = 0) -> Tensor:
+        """:meth:`forward` without its checks, for models that have checked the positions."""
         return self.dropout(X + self.P[:, offset:offset + X.shape[1]].to(X.dtype))  # (B, T, N)
 
 

@@ -123,7 +123,7 @@ def time_attention(path: str, n: int, *, backward: bool = False, batch: int = 1,
                    warmup: int = 1) -> float:
     """Seconds of one :func:`attention_step` on random inputs of length ``n``
     (:func:`time_call`)."""
-    _check_path(path)
+    _check_attention_path(path)
     check_sizes(n=n, batch=batch, heads=heads, head_dim=head_dim)
     check_flag("backward", backward)
     check_size("repeat", repeat)
@@ -233,7 +233,7 @@ def peak_attention_memory(configs, *, batch: int = 1, heads: int = 2, head_dim: 
     return _peak_memory_cpu(configs, batch, heads, head_dim)
 
 
-def _check_path(path, name: str = "path") -> None:
+def _check_attention_path(path, name: str = "path") -> None:
     if not isinstance(path, str) or path not in PATHS:
         raise ValueError(f"{name} must be one of {PATHS}, got {path!r}")
 
@@ -247,7 +247,7 @@ def _check_configs(configs) -> list:
     for i, config in enumerate(configs):
         if not (isinstance(config, (tuple, list)) and len(config) == 2):
             raise ValueError(f"configs[{i}] must be a pair (path, n), got {config!r}")
-        _check_path(config[0], f"configs[{i}] path")
+        _check_attention_path(config[0], f"configs[{i}] path")
         check_size(f"configs[{i}] n", config[1])
     return configs
 

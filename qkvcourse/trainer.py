@@ -101,10 +101,11 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as ddp_utils
-from ._validate import check_flag, check_size, shape_str, value_checks_enabled
+from ._validate import (MAX_SEED, check_flag, check_path, check_seed, check_size, shape_str,
+                        value_checks_enabled)
 from .callbacks import Callback, _in_notebook
 from .multihead import clip_gradients, gradient_plan
-from .utils import _check_device, _check_seed, get_device, seed_everything
+from .utils import _check_device, get_device, seed_everything
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DISTRIBUTED = ("auto", "on", "off")
@@ -152,7 +153,7 @@ class TrainerConfig:
         check_flag("compile", self.compile)
         if self.device is not None:
             _check_device("device", self.device)
-        _check_seed("seed", self.seed)
+        check_seed("seed", self.seed)
         check_size("log_every", self.log_every)
         if not (isinstance(self.progress, bool) or
                 (isinstance(self.progress, str) and self.progress == "auto")):
@@ -505,12 +506,12 @@ class Trainer:
             distributed run the losses are means over all ranks.
         """
         if resume_from is not None:
-            _check_path("resume_from", resume_from)
+            check_path("resume_from", resume_from)
             self.load_checkpoint(resume_from)
         elif self.step == 0 and self.epoch == 0:
             # Each rank its own stream (dropout masks differ between ranks); the data order
             # comes from the sampler's own seeded generator, the same on every rank.
-            seed_everything(self.config.seed + self.rank)
+            seed_everything((self.config.seed + self.rank) % (MAX_SEED + 1))  # stays in range
         self.should_stop = False
         self._plan = None  # the clipping order of the gradients, found at the first clip
         callbacks = self._callbacks_here()
@@ -823,7 +824,7 @@ class Trainer:
         the others return at once, so a rank that reads the file should wait for rank
         0 first, e.g. with ``torch.distributed.barrier()``.
         """
-        _check_path("path", path)
+        check_path("path", path)
         if not self.is_main_process:
             return
         path = os.fspath(path)
@@ -845,7 +846,7 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (the trainer must have
         the same kind of model, optimiser and scheduler)."""
-        _check_path("path", path)
+        check_path("path", path)
         state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         self.load_state_dict(state)
 
@@ -893,12 +894,6 @@ def _check_callbacks(callbacks: Any) -> list:
                             f"{type(callback).__name__}: {callback!r}"[:200]
                             + f"; it lacks {', '.join(missing)}")
     return callbacks
-
-
-def _check_path(name: str, path: Any) -> None:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got "
-                        f"{type(path).__name__}: {path!r}"[:200])
 
 
 def _empty_history() -> dict[str, list]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -53,6 +53,11 @@ def _check_token_map(token_map, V: int) -> list[int]:
             raise ValueError(f"token_map must be 1-D, got shape {tuple(token_map.shape)}")
         check_integer("token_map", token_map, "source ids, or -1")
         token_map = token_map.tolist()
+    elif hasattr(token_map, "tolist") and getattr(token_map, "ndim", None) == 1:
+        token_map = token_map.tolist()  # a 1-D NumPy array
+    elif isinstance(token_map, Iterable) and \
+            not isinstance(token_map, (str, bytes, dict, Sequence)):
+        token_map = list(token_map)  # a generator, a set...
     if isinstance(token_map, (str, bytes)) or not isinstance(token_map, Sequence):
         raise TypeError(f"token_map must be a list of source ids (or -1), got "
                         f"{type(token_map).__name__}")

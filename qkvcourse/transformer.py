@@ -349,6 +349,7 @@ class TransformerEncoderBlock(nn.Module):
                  use_bias: bool = False, *, norm_first: bool = False, activation: str = "relu",
                  layer_norm_eps: float = 1e-5):
         super().__init__()
+        check_flag("use_bias", use_bias)
         check_eps("layer_norm_eps", layer_norm_eps)
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.attention = GlobalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
@@ -472,6 +473,7 @@ class TransformerDecoderBlock(nn.Module):
     def __init__(self, num_hiddens: int, ffn_num_hiddens: int, num_heads: int, dropout: float,
                  use_bias: bool = False, *, norm_first: bool = False):
         super().__init__()
+        check_flag("use_bias", use_bias)
         self.num_hiddens, self.norm_first = num_hiddens, norm_first
         self.self_attention = CausalSelfAttention(num_hiddens, num_heads, dropout, use_bias)
         self.addnorm1 = Residual(num_hiddens, dropout, norm_first=norm_first)
@@ -586,7 +588,7 @@ class TransformerDecoder(Decoder):
         P, T = state["num_decoded"], tgt.shape[1]
         X = self.embedding(tgt) * math.sqrt(self.num_hiddens)  # (B, T, N)
         # The new tokens sit at positions P..P+T-1, so they take those rows of the table
-        X = self.pos_encoding(X, offset=P)  # (B, T, N)
+        X = self.pos_encoding.add(X, offset=P)  # (B, T, N): positions checked above
         enc_outputs, enc_valid_lens = state["enc_outputs"], state["enc_valid_lens"]
         caches = []
         for blk, cache in zip(self.blks, state["caches"]):
@@ -647,7 +649,7 @@ class TransformerConfig:
                         "num_enc_layers (d2l: num_enc_blks)": self.num_enc_layers,
                         "num_dec_layers (d2l: num_dec_blks)": self.num_dec_layers,
                         "max_len": self.max_len})
-        check_flag("bias", self.bias)
+        check_flag("bias (d2l: use_bias)", self.bias)
         check_flag("norm_first", self.norm_first)
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="

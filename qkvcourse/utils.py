@@ -9,30 +9,26 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_size, check_tensor
+from ._validate import check_seed, check_size, check_tensor
 
-_MAX_SEED = 2 ** 32 - 1  # NumPy's legacy seeding takes 0 .. 2**32 - 1
 
 
 def _check_device(name: str, device) -> torch.device:
-    """A device: a ``torch.device`` or a string such as ``"cpu"`` or ``"cuda:0"``."""
+    """A device: a ``torch.device``, a string such as ``"cpu"`` or ``"cuda:0"``, or an
+    accelerator's index (``0`` for ``cuda:0``, as ``torch.device(0)`` reads it)."""
     if isinstance(device, torch.device):
         return device
-    if not isinstance(device, str):
-        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', or a "
-                        f"torch.device, got {type(device).__name__}: {device!r}"[:200])
+    index = isinstance(device, int) and not isinstance(device, bool) and device >= 0
+    if not (isinstance(device, str) or index):
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', a "
+                        f"torch.device or an accelerator's index, got "
+                        f"{type(device).__name__}: {device!r}"[:200])
     try:
         return torch.device(device)
     except RuntimeError:
-        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:0', "
-                         f"got {device!r}") from None
-
-
-def _check_seed(name: str, seed) -> None:
-    check_size(name, seed, minimum=0)
-    if seed > _MAX_SEED:
-        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1] (NumPy's seeds), "
-                         f"got {seed!r}")
+        why = " (an index names an accelerator, and none is available)" if index else ""
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:0'"
+                         f"{why}, got {device!r}") from None
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -71,7 +67,7 @@ def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and PyTorch (all devices) so a chapter's outputs repeat.
 
     ``seed`` is an integer in ``[0, 2**32 - 1]``, the seeds NumPy accepts."""
-    _check_seed("seed", seed)
+    check_seed("seed", seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators

@@ -728,7 +728,8 @@ class TestOneCheckModule:
         banned = {"_check_positive_int", "_check_token_ids", "_check_lengths", "_check_ids_1d",
                   "_check_index_vector", "_is_integer", "_check_dropout", "_check_integer_dtype",
                   "_check_lens", "_check_tokens", "_check_hidden", "_check_cache",
-                  "_check_length", "_check_positive_lens", "_check_range"}
+                  "_check_length", "_check_positive_lens", "_check_range", "_check_flag",
+                  "_check_path", "_check_seed", "_check_real", "_check_nonempty"}
         package = Path(qc.__file__).parent
         found = []
         for path in sorted(package.rglob("*.py")):
@@ -895,17 +896,89 @@ class TestFlagsAndScales:
 
 
 class TestTemperature:
-    def test_a_subnormal_temperature_is_refused(self):
+    @pytest.mark.parametrize("temperature", [1e-45, 1e-30, 1e-7])
+    def test_a_tiny_temperature_samples_the_arg_max(self, temperature):
         # Before: 1e-45 passed the check, the logits overflowed to inf and torch.multinomial
-        # raised "probability tensor contains either inf, nan or element < 0"
-        gpt = qc.GPT(qc.GPTConfig(10, max_len=8, num_layers=1, num_heads=2, d_model=8)).eval()
-        with raises(ValueError, "temperature", "1e-45", str(qc.gpt.MIN_TEMPERATURE)):
-            gpt.generate(torch.zeros(1, 2, dtype=torch.long), 2, temperature=1e-45)
-
-    def test_the_smallest_temperature_samples_the_arg_max(self):
+        # raised "probability tensor contains either inf, nan or element < 0". Below
+        # TINY_TEMPERATURE the logits are shifted by their maximum first.
         torch.manual_seed(0)
         gpt = qc.GPT(qc.GPTConfig(10, max_len=8, num_layers=1, num_heads=2, d_model=8)).eval()
         prompt = torch.randint(0, 10, (4, 2))
-        cold = gpt.generate(prompt, 5, temperature=qc.gpt.MIN_TEMPERATURE,
+        cold = gpt.generate(prompt, 5, temperature=temperature,
                             generator=torch.Generator().manual_seed(1))
         assert torch.equal(cold, gpt.generate(prompt, 5, do_sample=False))
+
+
+class TestValidValuesStayValid:
+    """What the second fuzz's checks must not refuse (found by this stop's review)."""
+
+    def test_numpy_flags_and_dropouts(self):
+        np = pytest.importorskip("numpy")
+        qc.DotProductAttention(0.0, need_weights=np.bool_(True))
+        qc.PositionalEncoding(8, np.float32(0.1))
+        qc.MultiHeadAttention(8, 2, np.float64(0.2), bias=np.bool_(False))
+
+    def test_metrics_take_any_integer_labels(self):
+        # Only comparing values: uint8 and int16 labels work, as before this stop
+        logits = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        labels = torch.tensor([0, 1, 1])
+        for dtype in (torch.uint8, torch.int16):
+            assert qc.classification_accuracy(logits, labels.to(dtype)) == pytest.approx(2 / 3)
+        spans = [torch.tensor([1, 2], dtype=torch.int16) for _ in range(4)]
+        assert qc.span_exact_match(*spans) == 1.0
+
+    def test_use_bias_is_named_as_given(self):
+        with raises(TypeError, "use_bias", "'no'"):
+            qc.TransformerEncoderBlock(8, 16, 2, 0.0, use_bias="no")
+        with raises(TypeError, "use_bias", "'no'"):
+            qc.TransformerConfig(10, 10, use_bias="no")
+
+    def test_a_device_index_is_a_device(self):
+        from qkvcourse.utils import _check_device
+        if torch.cuda.is_available():
+            assert _check_device("device", 0) == torch.device("cuda", 0)
+        else:
+            with raises(ValueError, "device", "none is available", "0"):
+                _check_device("device", 0)
+        with raises(TypeError, "device", "-1"):
+            _check_device("device", -1)
+
+
+class TestSeeds:
+    """One seed check (``_validate.check_seed``) everywhere a seed is taken: an integer
+    (``TypeError`` otherwise) in [0, 2**32 - 1], NumPy's range."""
+
+    @pytest.fixture
+    def builders(self):
+        from qkvcourse import pooling
+        from qkvcourse.data.images import ShapeCaptionData
+        from qkvcourse.data.translation import DateTranslationData
+        from qkvcourse.finetune import make_loader
+        corpus = [[["a", "b"], ["c", "d"], ["e", "f"]], [["g", "h"], ["i", "j"]]]
+        data = (torch.zeros(4), torch.zeros(4))
+        return {
+            "DateTranslationData": lambda s: DateTranslationData(num_train=2, num_val=0,
+                                                                 num_test=0, seed=s),
+            "ShapeCaptionData": lambda s: ShapeCaptionData(num_train=1, num_test=1, seed=s),
+            "BERTPretrainingData": lambda s: qc.BERTPretrainingData(corpus, 10, seed=s),
+            "make_regression_data": lambda s: pooling.make_regression_data(seed=s),
+            "make_classification_task": lambda s: qc.data.tasks.make_classification_task(
+                seed=s),
+            "make_loader": lambda s: make_loader(data, 2, seed=s),
+            "distributed_loader": lambda s: qc.distributed.distributed_loader(
+                list(range(4)), 2, seed=s),
+            "TrainerConfig": lambda s: qc.TrainerConfig(seed=s),
+            "seed_everything": lambda s: qc.utils.seed_everything(s),
+        }
+
+    @pytest.mark.parametrize("seed", [1.5, True, "0"])
+    def test_a_seed_is_an_integer(self, builders, seed):
+        for name, build in builders.items():
+            with raises(TypeError, "seed", repr(seed)):
+                build(seed)
+
+    @pytest.mark.parametrize("seed", [-3, 2 ** 32])
+    def test_a_seed_is_in_numpys_range(self, builders, seed):
+        for name, build in builders.items():
+            with raises(ValueError, "seed", str(seed), "2**32 - 1"):
+                build(seed)

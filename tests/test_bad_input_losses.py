@@ -291,13 +291,25 @@ def test_transfer_gpt_accepts_new_tokens_and_integer_tensors():
     assert torch.equal(b.token_embedding.weight[[0, 2]], source.token_embedding.weight[[3, 5]])
 
 
+def test_transfer_gpt_accepts_numpy_arrays_and_generators():
+    import numpy as np
+    source = tiny_gpt()
+    a = transfer_gpt(source, token_map=np.array([3, -1, 5]))
+    b = transfer_gpt(source, token_map=(j for j in [3, -1, 5]))
+    for model in (a, b):
+        assert torch.equal(model.token_embedding.weight[[0, 2]],
+                           source.token_embedding.weight[[3, 5]])
+    with raises(TypeError, "token_map[0]", "0.5"):
+        transfer_gpt(source, token_map=np.array([0.5, 1.0]))
+
+
 # -- the same families elsewhere in the fine-tuning helpers ---------------------------------
 
 def test_finetune_helpers_refuse_truthy_flags_floats_and_bad_sizes(gpt_batch):
     data = (torch.zeros(4), torch.zeros(4))
     with raises(TypeError, "shuffle", "'no'"):
         make_loader(data, 2, shuffle="no")
-    with raises(ValueError, "seed", "1.5"):
+    with raises(TypeError, "seed", "1.5"):
         make_loader(data, 2, seed=1.5)
     with raises(TypeError, "examples[1].label", "1.7"):
         classification_labels([ClassificationExample(["a"], None, 0),

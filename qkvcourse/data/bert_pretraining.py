@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .._validate import check_flag, check_real, check_size
+from .._validate import check_flag, check_real, check_seed, check_size
 from .vocab import BOS, EOS, PAD, UNK, Vocab
 
 __all__ = [
@@ -287,7 +287,7 @@ class BERTPretrainingData(Dataset):
         _check_paragraphs(paragraphs)
         check_size("max_len", max_len, minimum=None)  # (next_sentence_pairs: >= 5)
         _check_mask_prob(mask_prob)
-        check_size("seed", seed, minimum=None)
+        check_seed("seed", seed)
         if vocab is None:
             vocab = bert_vocab([s for p in paragraphs for s in p], min_freq)
         elif not isinstance(vocab, Vocab):

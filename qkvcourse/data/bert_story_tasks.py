@@ -49,9 +49,9 @@ import random
 import re
 
 from .corpus import _DESTINATIONS, _FEARS, _FIND_PLACES, _LOVES, _NAMES, _OBJECTS, _TIMES, _cap
-from .._validate import check_flag
+from .._validate import check_flag, check_seed
 from .tasks import (ClassificationExample, ClassificationTask, SpanExample, SpanTask,
-                    _check_seed, _check_sizes)
+                    _check_sizes)
 from .vocab import Vocab
 
 __all__ = ["STORY_PAIR_LABELS", "STORY_QUESTIONS", "make_story_pair_task",
@@ -129,7 +129,7 @@ def make_story_pair_task(vocab: Vocab, num_train: int = 1024, num_val: int = 200
     """
     _check_vocab(vocab)
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
-    _check_seed(seed)
+    check_seed("seed", seed)
     rng = random.Random(seed)
     sizes = (num_train, num_val, num_test)
     labels = []
@@ -203,7 +203,7 @@ def make_story_span_task(vocab: Vocab, num_train: int = 1024, num_val: int = 200
     """
     _check_vocab(vocab)
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
-    _check_seed(seed)
+    check_seed("seed", seed)
     check_flag("same_kind_distractor", same_kind_distractor)
     rng = random.Random(seed)
     train, val, test = _distinct_splits(

@@ -45,6 +45,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from .._validate import check_flag
 from .download import DEFAULT_TIMEOUT, ChecksumError, DownloadError, download, extract
 
 __all__ = [
@@ -123,12 +124,6 @@ _SENTENCE_END = re.compile(r"""(?<=[.!?])["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
-def _check_flag(name: str, value) -> None:
-    """A switch: True or False (this module's checks need no torch, unlike ``_validate``)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
 def split_sentences(paragraph: str) -> list[str]:
     """The sentences of one paragraph, whitespace inside each normalised to single spaces.
 
@@ -168,7 +163,7 @@ def paragraphs(text: str, min_sentences: int = 1, one_per_line: bool = False) ->
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if isinstance(min_sentences, bool) or not isinstance(min_sentences, int) or min_sentences < 1:
         raise ValueError(f"min_sentences must be an int >= 1, got {min_sentences!r}")
-    _check_flag("one_per_line", one_per_line)
+    check_flag("one_per_line", one_per_line)
     out = []
     for block in (text.splitlines() if one_per_line else _BLANK_LINE.split(text)):
         sentences = split_sentences(block)
@@ -200,7 +195,7 @@ def train_val_split(text: str, val_fraction: float = 0.1,
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    _check_flag("at_paragraph", at_paragraph)
+    check_flag("at_paragraph", at_paragraph)
     cut = int(round(len(text) * (1 - val_fraction)))
     if at_paragraph:
         start = None

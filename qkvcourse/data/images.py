@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from .._validate import check_real, check_size, check_sizes
+from .._validate import check_real, check_seed, check_size, check_sizes
 from .vocab import Vocab
 
 __all__ = ["COLOURS", "SHAPES", "ShapeCaptionData", "draw_shapes"]
@@ -108,7 +108,7 @@ class ShapeCaptionData:
     def __init__(self, num_train: int = 4000, num_test: int = 500, num_objects: int = 3,
                  image_size: int = 24, grid: int = 4, seed: int = 0, batch_size: int = 64):
         check_sizes(num_objects=num_objects, image_size=image_size, grid=grid)
-        check_size("seed", seed, minimum=None)
+        check_seed("seed", seed)
         if not 1 <= num_objects <= grid:
             raise ValueError(f"num_objects must lie in [1, grid={grid}], got {num_objects}")
         if image_size % grid or image_size // grid < _SPRITE_SIZE:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import string
 
-from .._validate import check_flag, check_size, check_sizes
+from .._validate import check_flag, check_seed, check_size, check_sizes
 from ..metrics import token_accuracy  # re-exported: chapter 4 imports it from here
 from .translation import CharacterTranslationData
 from .vocab import Vocab
@@ -88,7 +88,7 @@ class CopyTaskData(CharacterTranslationData):
         check_size("num_train", num_train)  # the training loader shuffles: at least one pair
         check_sizes(0, num_val=num_val, num_test=num_test)
         check_size("batch_size", batch_size)
-        check_size("seed", seed, minimum=None)
+        check_seed("seed", seed)
         self.length, self.reverse, self.alphabet_size = length, reverse, alphabet_size
         pairs = random_string_pairs(num_train + num_val + num_test, length, seed,
                                     alphabet_size, reverse)
@@ -141,7 +141,7 @@ class SequenceTaskData(CharacterTranslationData):
         check_size("num_train", num_train)  # the training loader shuffles: at least one pair
         check_sizes(0, num_val=num_val, num_test=num_test)
         check_size("batch_size", batch_size)
-        check_size("seed", seed, minimum=None)
+        check_seed("seed", seed)
         self.task, self.min_len, self.max_len, self.symbols = task, min_len, max_len, symbols
         rng = random.Random(seed)
         pairs = []

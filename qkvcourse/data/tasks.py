@@ -99,7 +99,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Sequence
 
-from .._validate import check_flag, check_int_pair, check_sizes
+from .._validate import check_flag, check_int_pair, check_seed, check_sizes
 from .bert_pretraining import BERT_RESERVED_TOKENS, CLS, MASK, SEP  # noqa: F401 (re-exported)
 from .vocab import Vocab
 
@@ -126,11 +126,6 @@ def task_vocab(token_lists: Sequence[Sequence[str]], min_freq: int = 0) -> Vocab
 
 def _check_sizes(**sizes: int) -> None:  # (also used by qkvcourse.data.bert_story_tasks)
     check_sizes(0, **sizes)  # a split may be empty
-
-
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +243,7 @@ def make_classification_task(num_train: int = 2000, num_val: int = 500, num_test
         tokens reserved, :func:`task_vocab`).
     """
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
-    _check_seed(seed)
+    check_seed("seed", seed)
     check_flag("hard", hard)
     rng = random.Random(seed)
     objects = [(c, s) for c in COLOURS for s in SHAPES]
@@ -398,7 +393,7 @@ def make_span_task(num_train: int = 2000, num_val: int = 500, num_test: int = 50
         passages, with the fine-tuning tokens reserved, :func:`task_vocab`).
     """
     _check_sizes(num_train=num_train, num_val=num_val, num_test=num_test)
-    _check_seed(seed)
+    check_seed("seed", seed)
     check_flag("same_kind_distractor", same_kind_distractor)
     K = len(SPAN_KINDS)
     if same_kind_distractor:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from .._validate import check_flag, check_size
+from .._validate import check_flag, check_seed, check_size
 from ..metrics import exact_match  # TranslationData.exact_match, as the notebooks call it
 from .download import download, extract
 from .vocab import Vocab, pad_batch
@@ -108,11 +108,6 @@ def _check_split_sizes(num_train, num_val, num_test) -> None:
     _check_count("num_test", num_test, 0)
 
 
-def _check_seed(seed) -> None:
-    """Seeds a ``random.Random`` and a ``torch.Generator``: an integer."""
-    check_size("seed", seed, minimum=None)
-
-
 class _TensorRows(Dataset):
     """Rows of equally long tensors. A DataLoader with a ``batch_sampler`` asks for a whole
     batch of rows at once (``__getitems__``), which is one indexing per tensor instead of
@@ -153,7 +148,7 @@ class TranslationData:
     def __init__(self, train_pairs, val_pairs, test_pairs, src_vocab: Vocab, tgt_vocab: Vocab,
                  batch_size: int, seed: int):
         _check_count("batch_size", batch_size, 1)
-        _check_seed(seed)
+        check_seed("seed", seed)
         if not len(train_pairs):
             raise ValueError("train_pairs is empty: the training loader needs at least one pair")
         self.train_pairs, self.val_pairs, self.test_pairs = train_pairs, val_pairs, test_pairs
@@ -404,7 +399,7 @@ class DateTranslationData(CharacterTranslationData):
                  styles: Sequence[DateStyle] = DATE_STYLES):
         _check_split_sizes(num_train, num_val, num_test)
         _check_count("batch_size", batch_size, 1)
-        _check_seed(seed)
+        check_seed("seed", seed)
         self.styles = tuple(styles)
         pairs = generate_date_pairs(num_train + num_val + num_test, seed, self.styles)
         # Each pair has its own calendar date, so consecutive slices share none.
@@ -477,7 +472,7 @@ class TatoebaData(TranslationData):
         _check_split_sizes(num_train, num_val, num_test)
         _check_count("max_len", max_len, 1)
         _check_count("batch_size", batch_size, 1)
-        _check_seed(seed)
+        check_seed("seed", seed)
         if path is None:
             path = self.locate(download(url, sha1=sha1, cache_dir=cache_dir))
         self.path = Path(path)

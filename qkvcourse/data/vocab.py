@@ -220,14 +220,12 @@ def pad_batch(sequences_of_ids: Sequence[Sequence[int]], pad_id: int,
     if isinstance(sequences_of_ids, (str, bytes)) or not isinstance(sequences_of_ids, Iterable):
         raise TypeError(f"sequences_of_ids must be a list of id sequences, got "
                         f"{type(sequences_of_ids).__name__} ({sequences_of_ids!r:.40})")
-    check_size("pad_id", pad_id, minimum=0)  # an id: no float (truncated), bool or str
+    # An integer: no float (it was truncated), bool or str. Negative ids are allowed, as in
+    # label rows padded with IGNORE_INDEX (-100), which the losses skip.
+    check_size("pad_id", pad_id, minimum=None)
     if max_len is not None:
         check_size("max_len", max_len, minimum=0)
     lists = [_as_id_list(seq, f"sequences_of_ids[{b}]") for b, seq in enumerate(sequences_of_ids)]
-    for b, seq in enumerate(lists):
-        if seq and min(seq) < 0:
-            raise ValueError(f"sequences_of_ids[{b}] holds the negative id {min(seq)}; ids "
-                             f"index a vocabulary and must be >= 0")
     lengths = [len(seq) for seq in lists]
     longest = max(lengths, default=0)
     if max_len is None:
