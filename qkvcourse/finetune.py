@@ -258,9 +258,10 @@ class GPTClassifier(nn.Module):
         num_classes: C.
         dropout: the classifier's dropout.
 
-    ``forward(idx (B, T), valid_lens (B,))`` returns the class logits ``(B, C)``;
-    :meth:`lm_logits` the language model's ``(B, T, V)``; :meth:`forward_with_lm` both,
-    from one pass.
+    ``forward(idx (B, T), valid_lens (B,))`` returns the class logits ``(B, C)``; with
+    ``with_lm=True`` also the language model's ``(B, T, V)``, from the same pass (through
+    ``forward``, so that a ``DistributedDataParallel`` or ``torch.compile`` wrapper sees it).
+    :meth:`lm_logits` gives the language model's logits alone.
     """
 
     def __init__(self, gpt: GPT, num_classes: int, dropout: float = 0.1):
@@ -284,17 +285,17 @@ class GPTClassifier(nn.Module):
 
     def forward_with_lm(self, idx: Tensor, valid_lens: Tensor) -> tuple[Tensor, Tensor]:
         """``(class_logits (B, C), lm_logits (B, T, V))`` from one pass through the GPT."""
-        check_tensor("idx", idx, ndim=2)
-        check_lengths("valid_lens", valid_lens, "idx", idx, minimum=1,
-                      why="every row needs its last token")
-        h = self.gpt.features(idx)  # (B, T, N)
-        return self._classify(h, valid_lens), self.gpt.lm_head(h)
+        return self(idx, valid_lens, with_lm=True)
 
-    def forward(self, idx: Tensor, valid_lens: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, valid_lens: Tensor, with_lm: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
         check_tensor("idx", idx, ndim=2)
         check_lengths("valid_lens", valid_lens, "idx", idx, minimum=1,
                       why="every row needs its last token")
-        return self._classify(self.gpt.features(idx), valid_lens)  # (B, C)
+        check_flag("with_lm", with_lm)
+        h = self.gpt.features(idx)  # (B, T, N)
+        class_logits = self._classify(h, valid_lens)  # (B, C)
+        return (class_logits, self.gpt.lm_head(h)) if with_lm else class_logits
 
     def lm_logits(self, idx: Tensor) -> Tensor:
         """The language model's next-token logits ``(B, T, V)``, for the auxiliary loss."""
@@ -310,6 +311,15 @@ class GPTFinetuneLoss(NamedTuple):
 def _check_labels(labels: Tensor, logits: Tensor) -> None:
     check_index_range("labels", labels, logits.shape[-1],
                       f"the number of classes of the logits, shape {shape_str(logits)}")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` (``.module``) or ``torch.compile``
+    (``._orig_mod``) wrapper, however they are nested."""
+    while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) \
+            else model._orig_mod
+    return model
 
 
 def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> GPTFinetuneLoss:
@@ -329,7 +339,7 @@ def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> 
     Returns:
         :class:`GPTFinetuneLoss` ``(loss, classification, lm)``, three 0-dim tensors.
     """
-    if not isinstance(model, GPTClassifier):
+    if not isinstance(_unwrap(model), GPTClassifier):
         raise TypeError(f"model must be a GPTClassifier, got {type(model).__name__}")
     if not isinstance(batch, (list, tuple)) or len(batch) != 3:
         raise TypeError("batch must be (idx, valid_lens, labels), got "
@@ -340,7 +350,8 @@ def gpt_finetune_losses(model: GPTClassifier, batch, lm_weight: float = 0.5) -> 
     check_tensor("idx", idx, ndim=2)
     check_nonempty("idx", idx)
     check_index_vector("labels", labels, idx.shape[0], indexes=True)
-    class_logits, lm_logits = model.forward_with_lm(idx, valid_lens)
+    # Through the model's own call (not forward_with_lm), so a DDP or compiled wrapper runs it
+    class_logits, lm_logits = model(idx, valid_lens, with_lm=True)
     _check_labels(labels, class_logits)
     classification = F.cross_entropy(class_logits.float(), labels.long())
     lm = lm_loss(lm_logits, gpt_lm_targets(idx, valid_lens))

@@ -483,6 +483,44 @@ def test_a_world_of_one_process_in_this_process(monkeypatch, no_torchrun):
         ddp_utils.shutdown_distributed()  # whatever failed above, leave no group behind
 
 
+def test_gpt_finetuning_through_ddp_matches_one_plain_process(monkeypatch, no_torchrun):
+    """qc.gpt_finetune_loss under distributed='on' (a world of one): the trainer passes the
+    DDP wrapper to the loss, which used to refuse it ("model must be a GPTClassifier, got
+    DistributedDataParallel"); now it trains exactly as one plain process does."""
+    import qkvcourse as qc
+    from qkvcourse.finetune import GPTClassifier, gpt_finetune_loss
+    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(free_port())).items():
+        monkeypatch.setenv(name, value)
+
+    def run(distributed):
+        torch.manual_seed(0)
+        gpt = qc.GPT(qc.GPTConfig(12, max_len=8, num_layers=1, num_heads=2, d_model=8,
+                                  dropout=0.0))
+        model = GPTClassifier(gpt, 2)
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randint(0, 12, (16, 6), generator=g)
+        data = TensorDataset(idx, torch.full((16,), 6), torch.randint(0, 2, (16,), generator=g))
+        trainer = Trainer(model, gpt_finetune_loss, DataLoader(data, batch_size=8),
+                          optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                          config=config(max_epochs=2, distributed=distributed))
+        history = trainer.fit()
+        wrapped = isinstance(trainer.train_model, nn.parallel.DistributedDataParallel)
+        trainer.close()
+        return model, history, wrapped
+
+    try:
+        plain, plain_history, _ = run("off")
+        with pytest.warns(UserWarning, match="without a DistributedSampler"):
+            ddp, ddp_history, wrapped = run("on")
+        assert wrapped
+        for a, b in zip(plain.parameters(), ddp.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        assert ddp_history["train_loss"] == pytest.approx(plain_history["train_loss"], rel=1e-6)
+    finally:
+        ddp_utils.shutdown_distributed()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_nccl_on_cuda_world_of_one(monkeypatch, no_torchrun):
     for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",

@@ -175,6 +175,25 @@ def test_gpt_finetune_loss_against_separate_losses(vocab):
     torch.testing.assert_close(zero.loss, cls, **TIGHT)
 
 
+def test_gpt_finetune_loss_runs_the_model_through_its_wrappers(vocab):
+    """The trainer hands loss_fn its torch.compile (and DDP) wrapper: the loss must call the
+    wrapper, not a method of the bare model (DDP only prepares its gradient reduction in its
+    own forward). Before, gpt_finetune_losses refused any wrapper ("must be a
+    GPTClassifier, got DistributedDataParallel"). DDP itself: tests/test_ddp.py."""
+    model = GPTClassifier(tiny_gpt(len(vocab), seed=3), 3).eval()
+    idx, valid_lens = gpt_classification_inputs(EXAMPLES, vocab, max_len=10)
+    batch = (idx, valid_lens, torch.tensor([2, 0, 1]))
+    calls = []
+    compiled = torch.compile(model, backend="eager")
+    compiled.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs),
+                                       with_kwargs=True)
+    torch.testing.assert_close(gpt_finetune_losses(compiled, batch).loss,
+                               gpt_finetune_losses(model, batch).loss, **TIGHT)
+    assert calls == [{"with_lm": True}]  # through the wrapper's own call
+    with raises(TypeError, "model", "Linear"):
+        gpt_finetune_losses(torch.nn.Linear(2, 2), batch)
+
+
 # -- BERT ------------------------------------------------------------------------------------
 
 def test_bert_classifier_reads_the_pooled_cls(vocab):
