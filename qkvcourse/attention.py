@@ -170,8 +170,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         Queries that can attend to no key get a zero output (and zero weights).
     """
     _check_sdpa_args(query, key, value, attn_mask, dropout_p, scale)
-    check_flag("is_causal", is_causal)
-    check_flag("need_weights", need_weights)
+    _check_flags(is_causal, need_weights)
     return _attend(query, key, value, attn_mask, dropout_p, is_causal, scale, need_weights)
 
 

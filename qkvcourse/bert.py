@@ -67,8 +67,8 @@ from .data.bert_pretraining import (IS_NEXT, NOT_NEXT, get_tokens_and_segments, 
                                     mask_tokens)
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
-from .transformer import (ACTIVATIONS, StackNeedWeights, TransformerEncoderBlock, check_eps,
-                          make_activation)
+from .transformer import (StackNeedWeights, TransformerEncoderBlock, check_activation,
+                          check_eps, check_heads_divide, make_activation)
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -346,13 +346,9 @@ class BERTConfig:
                        "ffn_num_hiddens": self.ffn_num_hiddens, "num_heads": self.num_heads,
                        "num_layers (d2l: num_blks)": self.num_layers, "max_len": self.max_len,
                        "num_segments": self.num_segments})
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
-                             f"{self.d_model}, num_heads={self.num_heads}")
+        check_heads_divide(self.d_model, self.num_heads)
         check_dropout("dropout", self.dropout)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, "
-                             f"got {self.activation!r}")
+        check_activation(self.activation)
         check_eps("layer_norm_eps", self.layer_norm_eps)
         check_flag("embedding_norm", self.embedding_norm)
         check_flag("tie_weights", self.tie_weights)

@@ -55,8 +55,8 @@ from .decoding import _EvalMode
 from .losses import lm_loss
 from .multihead import is_linear
 from .positional import LearnedPositionalEncoding
-from .transformer import (ACTIVATIONS, CausalSelfAttention, KVCache, PositionWiseFFN, Residual,
-                          StackNeedWeights, check_eps)
+from .transformer import (CausalSelfAttention, KVCache, PositionWiseFFN, Residual,
+                          StackNeedWeights, check_activation, check_eps, check_heads_divide)
 
 GPTCache = list[KVCache]  # one (K, V) pair per block, each (B, H, P, D)
 # Below this temperature generate shifts each row's logits by their maximum before dividing,
@@ -94,18 +94,14 @@ class GPTConfig:
     def __post_init__(self):
         check_sizes(vocab_size=self.vocab_size, max_len=self.max_len,
                     num_layers=self.num_layers, num_heads=self.num_heads, d_model=self.d_model)
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads must divide d_model, got d_model={self.d_model}, "
-                             f"num_heads={self.num_heads}")
+        check_heads_divide(self.d_model, self.num_heads)
         if self.ffn_num_hiddens is None:
             self.ffn_num_hiddens = 4 * self.d_model  # GPT, section 4.1: 3072 = 4 * 768
         check_size("ffn_num_hiddens", self.ffn_num_hiddens)
         check_dropout("dropout", self.dropout)
         check_flag("bias", self.bias)
         check_eps("layer_norm_eps", self.layer_norm_eps)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, "
-                             f"got {self.activation!r}")
+        check_activation(self.activation)
 
     @classmethod
     def tiny(cls, vocab_size: int) -> "GPTConfig":

@@ -67,17 +67,9 @@ def _check_sequence(X: Tensor, num_hiddens: int, max_len: int, offset: int = 0) 
                          f"encoding was built for max_len={max_len}")
 
 
-class PositionalEncoding(nn.Module):
-    """Add sinusoidal position encodings, then dropout: ``X (B, T, N)`` -> ``(B, T, N)``."""
-
-    def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
-        super().__init__()
-        _check_encoding_args(num_hiddens, dropout, max_len)
-        self.num_hiddens, self.max_len = num_hiddens, max_len
-        self.dropout = nn.Dropout(dropout)
-        # A buffer, so .to(device) moves it; not persistent, since it is a pure function of
-        # the constructor's arguments and need not be stored in checkpoints.
-        self.register_buffer("P", sinusoidal_table(max_len, num_hiddens)[None], persistent=False)
+class _AddedPositions(nn.Module):
+    """What both encodings do with their table ``P (1, max_len, N)``: add its rows, then
+    dropout. Subclasses set ``num_hiddens``, ``max_len``, ``P`` and ``dropout``."""
 
     def forward(self, X: Tensor, offset: int = 0) -> Tensor:
         """``X (B, T, N)``; row t gets the encoding of position ``offset + t``.
@@ -93,7 +85,20 @@ class PositionalEncoding(nn.Module):
         return self.dropout(X + self.P[:, offset:offset + X.shape[1]].to(X.dtype))  # (B, T, N)
 
 
-class LearnedPositionalEncoding(nn.Module):
+class PositionalEncoding(_AddedPositions):
+    """Add sinusoidal position encodings, then dropout: ``X (B, T, N)`` -> ``(B, T, N)``."""
+
+    def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
+        super().__init__()
+        _check_encoding_args(num_hiddens, dropout, max_len)
+        self.num_hiddens, self.max_len = num_hiddens, max_len
+        self.dropout = nn.Dropout(dropout)
+        # A buffer, so .to(device) moves it; not persistent, since it is a pure function of
+        # the constructor's arguments and need not be stored in checkpoints.
+        self.register_buffer("P", sinusoidal_table(max_len, num_hiddens)[None], persistent=False)
+
+
+class LearnedPositionalEncoding(_AddedPositions):
     """Add a trained vector per position (GPT / BERT style), then dropout."""
 
     def __init__(self, num_hiddens: int, dropout: float = 0.0, max_len: int = 1000):
@@ -102,15 +107,6 @@ class LearnedPositionalEncoding(nn.Module):
         self.num_hiddens, self.max_len = num_hiddens, max_len
         self.P = nn.Parameter(torch.randn(1, max_len, num_hiddens) * 0.02)
         self.dropout = nn.Dropout(dropout)
-
-    def forward(self, X: Tensor, offset: int = 0) -> Tensor:
-        """``X (B, T, N)``; row t gets the vector of position ``offset + t``."""
-        _check_sequence(X, self.num_hiddens, self.max_len, offset)
-        return self.add(X, offset)
-
-    def add(self, X: Tensor, offset: int = 0) -> Tensor:
-        """:meth:`forward` without its checks, for models that have checked the positions."""
-        return self.dropout(X + self.P[:, offset:offset + X.shape[1]].to(X.dtype))  # (B, T, N)
 
 
 class RotaryEmbedding(nn.Module):

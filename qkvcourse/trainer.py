@@ -572,10 +572,7 @@ class Trainer:
         stop_agreed = False  # distributed: the ranks stop together, when they agree
         for batch in self.train_loader:
             batch = move_to_device(batch, self.device)
-            size = batch_size_of(batch)
-            if size == 0:
-                raise ValueError(f"train_loader yielded an empty batch (no examples) at step "
-                                 f"{self.step + 1}")
+            size = _nonempty_size(batch, "train_loader", f"at step {self.step + 1}")
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
             loss = self._optimiser_step(batch)
             self.step += 1
@@ -728,10 +725,7 @@ class Trainer:
         try:
             for index, batch in enumerate(loader):
                 batch = move_to_device(batch, self.device)
-                size = batch_size_of(batch)
-                if size == 0:  # as in training: an empty batch would give a NaN mean
-                    raise ValueError(f"loader yielded an empty batch (no examples) as batch "
-                                     f"{index + 1} to evaluate")
+                size = _nonempty_size(batch, "loader", f"as batch {index + 1} to evaluate")
                 with self._autocast():
                     value = self._loss(batch, fn, model=self.eval_model)
                 total += value.detach().double() * size
@@ -866,6 +860,15 @@ def _close_trainers_at_exit() -> None:
         trainer._release_ddp()
     for trainer in trainers:
         trainer.close()
+
+
+def _nonempty_size(batch: Any, loader: str, where: str) -> int:
+    """:func:`batch_size_of` ``batch``, which must hold examples (an empty batch's mean loss
+    would be NaN)."""
+    size = batch_size_of(batch)
+    if size == 0:
+        raise ValueError(f"{loader} yielded an empty batch (no examples) {where}")
+    return size
 
 
 def _check_loader(name: str, loader: Any) -> None:

@@ -86,19 +86,29 @@ def check_eps(name: str, eps) -> None:
     check_real(name, eps, minimum=0.0, strict=True, what="the LayerNorm's epsilon")
 
 
+def check_activation(name: str) -> None:
+    """The FFN's nonlinearity: one of :data:`ACTIVATIONS`."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def check_heads_divide(d_model: int, num_heads: int) -> None:
+    """The configs' heads split the width evenly: D = d_model / num_heads."""
+    if d_model % num_heads:
+        raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
+                         f"{d_model}, num_heads={num_heads}")
+
+
 def make_activation(name: str) -> nn.Module:
     """The FFN's nonlinearity by name: ``"relu"``, ``"gelu"`` (exact) or ``"gelu_tanh"``.
 
     GELU (Hendrycks & Gimpel, 2016) is ``x Φ(x)``, Φ the standard normal CDF; BERT uses it
     exactly (with erf), GPT-2 through its tanh approximation.
     """
+    check_activation(name)
     if name == "relu":
         return nn.ReLU()
-    if name == "gelu":
-        return nn.GELU()
-    if name == "gelu_tanh":
-        return nn.GELU(approximate="tanh")
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+    return nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
 
 
 class PositionWiseFFN(nn.Module):
@@ -651,9 +661,7 @@ class TransformerConfig:
                         "max_len": self.max_len})
         check_flag("bias (d2l: use_bias)", self.bias)
         check_flag("norm_first", self.norm_first)
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads must divide d_model (d2l's num_hiddens), got d_model="
-                             f"{self.d_model}, num_heads={self.num_heads}")
+        check_heads_divide(self.d_model, self.num_heads)
         check_dropout("dropout", self.dropout)
 
     @classmethod

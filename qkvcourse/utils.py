@@ -37,9 +37,7 @@ def get_device(prefer: str | None = None) -> torch.device:
     ``prefer`` (or the environment variable ``QKV_DEVICE``) forces a device, e.g.
     ``"cpu"`` to reproduce the book's CPU outputs on a GPU machine.
     """
-    if prefer is not None and not isinstance(prefer, (str, torch.device)):
-        _check_device("prefer", prefer)
-    if prefer:
+    if prefer is not None and prefer != "":
         return _check_device("prefer", prefer)
     choice = os.environ.get("QKV_DEVICE")
     if choice:
@@ -100,7 +98,7 @@ def time_function(fn, *, repeat: int = 5, warmup: int = 2, device="cpu") -> floa
         raise TypeError(f"fn must be callable (fn() is timed), got {type(fn).__name__}")
     check_size("repeat", repeat)
     check_size("warmup", warmup, minimum=0)
-    _check_device("device", device)
+    device = _check_device("device", device)
     for _ in range(warmup):
         fn()
     synchronize(device)
